@@ -1,0 +1,20 @@
+"""The FastAPI app factory."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from clickrec import __version__
+from clickrec.api import errors
+from clickrec.api.guard import Guard
+from clickrec.api.routes import router
+from clickrec.engine import Engine
+
+
+def create_app(engine: Engine) -> FastAPI:
+    app = FastAPI(title="clickrec", version=__version__, docs_url="/docs", redoc_url=None)
+    app.state.engine = engine
+    errors.install(app)
+    app.include_router(router)
+    app.add_middleware(Guard, max_body=engine.settings.server.max_body_bytes)
+    return app

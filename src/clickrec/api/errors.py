@@ -1,0 +1,103 @@
+"""The one place where engine errors become HTTP responses (always JSON, never a 5xx for input)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from clickrec.core.errors import (
+    ClickrecError,
+    Conflict,
+    FieldError,
+    Forbidden,
+    InvalidInput,
+    NotEnoughData,
+    NotFound,
+    StoreUnavailable,
+    Unauthorized,
+)
+
+log = logging.getLogger("clickrec.api")
+
+
+class JSON(Response):
+    """A JSON response rendered by orjson (numpy-free, fast, strict)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+_STATUS: list[tuple[type[ClickrecError], int]] = [
+    (InvalidInput, 422),
+    (NotFound, 404),
+    (Conflict, 409),
+    (NotEnoughData, 409),
+    (Unauthorized, 401),
+    (Forbidden, 403),
+    (StoreUnavailable, 503),
+]
+_BATCH_FIELDS = {"events", "items", "users", "item_ids"}
+
+
+def error_body(message: str, errors: list[FieldError] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"error": message}
+    if errors is not None:
+        body["errors"] = [e.as_dict() for e in errors]
+    return body
+
+
+def _field_error(err: dict[str, Any]) -> FieldError:
+    loc = [p for p in err.get("loc", ()) if p not in ("body", "query", "path")]
+    index = None
+    if len(loc) >= 2 and loc[0] in _BATCH_FIELDS and isinstance(loc[1], int):
+        index = loc[1]
+        loc = loc[2:] if loc[0] != "item_ids" else loc[:1]
+    return FieldError(index, ".".join(str(p) for p in loc), str(err.get("msg", "invalid")))
+
+
+async def _validation(request: Request, exc: RequestValidationError) -> JSON:
+    raw = list(exc.errors())
+    if any(e.get("type") == "json_invalid" for e in raw):
+        return JSON(error_body("request body is not valid JSON"), status_code=400)
+    errors = [_field_error(e) for e in raw]
+    if any(e.get("type") == "missing" and e.get("loc") == ("body",) for e in raw):
+        return JSON(error_body("request body is required", errors), status_code=422)
+    return JSON(error_body("invalid request", errors), status_code=422)
+
+
+async def _engine_error(request: Request, exc: ClickrecError) -> JSON:
+    status = next((code for cls, code in _STATUS if isinstance(exc, cls)), 500)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if isinstance(exc, InvalidInput):
+        return JSON(error_body("invalid request", exc.errors), status_code=status)
+    if status >= 500:
+        log.error("%s: %s", type(exc).__name__, exc)
+    return JSON(error_body(str(exc)), status_code=status, headers=headers)
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSON:
+    return JSON(
+        error_body(str(exc.detail)),
+        status_code=exc.status_code,
+        headers=getattr(exc, "headers", None),
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSON:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return JSON(error_body("internal error"), status_code=500)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _validation)  # type: ignore[arg-type]
+    app.add_exception_handler(ClickrecError, _engine_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,198 @@
+"""HTTP routes: each parses, calls one service, and shapes the answer."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.concurrency import run_in_threadpool
+
+from clickrec.api import deps
+from clickrec.api.errors import JSON
+from clickrec.api.schemas import Accepted, RankingRequest, RecommendationList, RunState
+from clickrec.core.errors import NotFound
+from clickrec.core.types import EventBatch, ItemBatch, UserBatch
+from clickrec.engine import Engine
+from clickrec.keys import Principal
+from clickrec.serving.service import Recommender
+
+router = APIRouter()
+Eng = Annotated[Engine, Depends(deps.engine)]
+Rec = Annotated[Recommender, Depends(deps.recommender)]
+Ingest = Annotated[Principal, Depends(deps.require("ingest"))]
+Read = Annotated[Principal, Depends(deps.require("read"))]
+Admin = Annotated[Principal, Depends(deps.require("admin"))]
+NumResults = Annotated[int, Query(ge=1, le=500)]
+OptId = Annotated[str | None, Query(min_length=1, max_length=256)]
+
+
+@router.get("/healthz", tags=["health"])
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", tags=["health"])
+def readyz(engine: Eng) -> JSON:
+    checks: dict[str, Any] = {}
+    ok = True
+    try:
+        engine.catalog.ping()
+        checks["catalog"] = "ok"
+        checks["event_log_last_seq"] = engine.log.last_seq()
+        lag = checks["event_log_last_seq"] - engine.log.get_offset("archive")
+        checks["archive_lag"] = lag
+    except Exception as exc:  # noqa: BLE001 - readiness reports, never raises
+        ok = False
+        checks["stores"] = f"unreachable: {type(exc).__name__}"
+    rec = engine.recommender
+    checks["model"] = rec.model_version if rec and rec.model_version else "fallback: trending"
+    return JSON(
+        {"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503
+    )
+
+
+@router.post("/v1/events", status_code=202, response_model=Accepted, tags=["events"])
+async def post_events(batch: EventBatch, engine: Eng, _: Ingest) -> Accepted:
+    result = await run_in_threadpool(engine.ingestor.ingest, batch.events)
+    return Accepted(accepted=result.accepted, duplicates=result.duplicates)
+
+
+@router.put("/v1/items", tags=["catalog"])
+def put_items(batch: ItemBatch, engine: Eng, _: Ingest) -> dict[str, int]:
+    records = [item.to_record() for item in batch.items]
+    engine.catalog.upsert_items(records, engine.clock.now())
+    if engine.recommender is not None:
+        engine.recommender.refresh_catalog()
+    return {"upserted": len(records)}
+
+
+def _public_item(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k not in ("deleted", "change_seq")}
+
+
+@router.get("/v1/items/{item_id}", tags=["catalog"])
+def get_item(item_id: str, engine: Eng, _: Read) -> dict[str, Any]:
+    row = engine.catalog.get_item(item_id)
+    if row is None:
+        raise NotFound(f"unknown item: {item_id}")
+    return _public_item(row)
+
+
+@router.delete("/v1/items/{item_id}", tags=["catalog"])
+def delete_item(item_id: str, engine: Eng, _: Ingest) -> dict[str, str]:
+    if not engine.catalog.delete_item(item_id, engine.clock.now()):
+        raise NotFound(f"unknown item: {item_id}")
+    if engine.recommender is not None:
+        engine.recommender.refresh_catalog()
+    return {"deleted": item_id}
+
+
+@router.put("/v1/users", tags=["catalog"])
+def put_users(batch: UserBatch, engine: Eng, _: Ingest) -> dict[str, int]:
+    engine.catalog.upsert_users([u.model_dump() for u in batch.users], engine.clock.now())
+    return {"upserted": len(batch.users)}
+
+
+@router.get("/v1/users/{user_id}", tags=["catalog"])
+def get_user(
+    user_id: str, engine: Eng, _: Read, limit: Annotated[int, Query(ge=1, le=1000)] = 50
+) -> dict[str, Any]:
+    profile = engine.catalog.get_user(user_id)
+    history = engine.log.history("user_id", user_id, limit)
+    if profile is None and history.num_rows == 0:
+        raise NotFound(f"unknown user: {user_id}")
+    events = history.select(
+        ["item_id", "event_type", "event_value", "timestamp", "session_id"]
+    ).to_pylist()
+    return {
+        "user_id": user_id,
+        "attributes": (profile or {}).get("attributes", {}),
+        "history": events,
+    }
+
+
+@router.get("/v1/recommendations", response_model=RecommendationList, tags=["recommendations"])
+def recommendations(
+    rec: Rec,
+    _: Read,
+    user_id: OptId = None,
+    session_id: OptId = None,
+    num_results: NumResults = 25,
+    category: OptId = None,
+) -> dict[str, Any]:
+    return rec.recommend(user_id, session_id, num_results, category).as_dict()
+
+
+@router.get(
+    "/v1/items/{item_id}/similar", response_model=RecommendationList, tags=["recommendations"]
+)
+def similar(
+    item_id: str, rec: Rec, _: Read, num_results: NumResults = 25, category: OptId = None
+) -> dict[str, Any]:
+    return rec.similar(item_id, num_results, category).as_dict()
+
+
+@router.get("/v1/trending", response_model=RecommendationList, tags=["recommendations"])
+def trending(
+    rec: Rec, _: Read, num_results: NumResults = 25, category: OptId = None
+) -> dict[str, Any]:
+    return rec.trending(num_results, category).as_dict()
+
+
+@router.post("/v1/rankings", response_model=RecommendationList, tags=["recommendations"])
+def rankings(body: RankingRequest, rec: Rec, _: Read) -> dict[str, Any]:
+    return rec.rank(body.user_id, body.session_id, body.item_ids).as_dict()
+
+
+def _run_view(run: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: run[k]
+        for k in (
+            "id",
+            "state",
+            "trigger",
+            "step",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "error",
+            "model_version",
+            "published",
+            "metrics",
+        )
+    }
+
+
+@router.post("/v1/training-runs", status_code=202, response_model=RunState, tags=["training"])
+def start_run(engine: Eng, _: Admin) -> dict[str, Any]:
+    run = engine.catalog.create_run("api", engine.clock.now())
+    engine.trainer.wake.set()
+    return {"id": run["id"], "state": run["state"]}
+
+
+@router.get("/v1/training-runs", tags=["training"])
+def list_runs(engine: Eng, _: Admin) -> dict[str, Any]:
+    return {"runs": [_run_view(r) for r in engine.catalog.list_runs()]}
+
+
+@router.get("/v1/training-runs/{run_id}", tags=["training"])
+def get_run(run_id: str, engine: Eng, _: Admin) -> dict[str, Any]:
+    run = engine.catalog.get_run(run_id)
+    if run is None:
+        raise NotFound(f"unknown training run: {run_id}")
+    return _run_view(run)
+
+
+@router.get("/v1/models", tags=["training"])
+def models(engine: Eng, _: Admin) -> dict[str, Any]:
+    rows = engine.catalog.list_models()
+    live = next((r["version"] for r in rows if r["live"]), None)
+    served = engine.recommender.model_version if engine.recommender else None
+    return {
+        "live_version": live,
+        "served_version": served,
+        "models": [
+            {k: r[k] for k in ("version", "created_at", "recipe", "run_id", "metrics", "live")}
+            for r in rows
+        ],
+    }

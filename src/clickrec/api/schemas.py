@@ -1,0 +1,46 @@
+"""Request and response bodies of the HTTP API that are not domain types."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from clickrec.core.types import Id
+
+
+class RankingRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: Id | None = None
+    session_id: Id | None = None
+    item_ids: list[Annotated[str, StringConstraints(min_length=1, max_length=256)]] = Field(
+        min_length=1, max_length=500
+    )
+
+
+class Accepted(BaseModel):
+    accepted: int
+    duplicates: int
+
+
+class ItemScore(BaseModel):
+    item_id: str
+    score: float
+
+
+class RecommendationList(BaseModel):
+    recommendation_id: str
+    model_version: str | None
+    recipe: str
+    items: list[ItemScore]
+
+
+class RunState(BaseModel):
+    id: str
+    state: str
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, Any] = {}

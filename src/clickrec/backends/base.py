@@ -1,0 +1,76 @@
+"""One protocol per storage role. Backends are chosen by URL scheme in ``registry.py``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """What an append did: which records (by index in the call) were new, and their seqs."""
+
+    inserted: list[int]
+    seqs: list[int]
+    duplicates: int
+
+
+class EventLog(Protocol):
+    """The durable, ordered stream of events (the role Kinesis plays)."""
+
+    def append(self, records: Sequence[dict[str, Any]]) -> AppendResult:
+        """Durably append records (dicts of EVENT_COLUMNS without ``seq``).
+
+        Returns only after the records are committed. A record whose ``event_id`` is already
+        in the log (or earlier in the same call) is a duplicate and is not stored again.
+        Thread-safe; concurrent calls are committed together (group commit).
+        """
+        ...
+
+    def read(self, after_seq: int, limit: int) -> pa.Table:
+        """Up to ``limit`` events with ``seq > after_seq`` in seq order (EVENT_SCHEMA)."""
+        ...
+
+    def read_tail(self, last: int) -> pa.Table:
+        """The newest ``last`` events in seq order (EVENT_SCHEMA)."""
+        ...
+
+    def last_seq(self) -> int:
+        """The highest seq committed, 0 for an empty log."""
+        ...
+
+    def history(self, reader_column: str, reader: str, limit: int) -> pa.Table:
+        """The newest ``limit`` events of one reader (``user_id`` or ``session_id``), newest first."""
+        ...
+
+    def get_offset(self, consumer: str) -> int:
+        """The last seq a consumer has committed as processed (0 if none)."""
+        ...
+
+    def commit_offset(self, consumer: str, seq: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Lake(Protocol):
+    """Columnar archive of the event log (the role Firehose → S3 plays)."""
+
+    root: Path
+
+    def write_batch(self, table: pa.Table, batch_first: int, batch_last: int) -> list[Path]:
+        """Write one consumer batch (seq range inclusive), one Parquet file per event date."""
+        ...
+
+    def drop_uncommitted(self, committed_seq: int) -> int:
+        """Remove files of batches past the committed offset (a crash residue); count them."""
+        ...
+
+    def glob(self) -> str:
+        """A path pattern DuckDB reads with hive partitioning."""
+        ...
+
+    def has_files(self) -> bool: ...

@@ -1,0 +1,224 @@
+"""Event log on SQLite in WAL mode, with group commit from a single writer thread.
+
+Callers hand their batch to the writer and wait; the writer takes every batch that is
+waiting, writes them in one transaction with ``synchronous=FULL`` and wakes the callers.
+So an acknowledged event is on disk, and many concurrent requests share one fsync.
+"""
+
+from __future__ import annotations
+
+import queue
+import sqlite3
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from clickrec.backends.base import AppendResult
+from clickrec.core.errors import StoreUnavailable
+from clickrec.core.schema import EVENT_COLUMNS, EVENT_SCHEMA
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    event_id TEXT NOT NULL UNIQUE,
+    timestamp REAL NOT NULL,
+    user_id TEXT,
+    session_id TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    event_value REAL,
+    recommendation_id TEXT,
+    impression TEXT,
+    context TEXT,
+    properties TEXT,
+    received_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_user ON events(user_id, seq) WHERE user_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_session ON events(session_id, seq);
+CREATE TABLE IF NOT EXISTS offsets (consumer TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+"""
+
+_DATA_COLUMNS = EVENT_COLUMNS[1:]
+_INSERT = (
+    f"INSERT INTO events ({', '.join(_DATA_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in _DATA_COLUMNS)})"
+)
+_SELECT = f"SELECT {', '.join(EVENT_COLUMNS)} FROM events"
+_HISTORY_COLUMNS = {"user_id", "session_id"}
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+def _to_table(rows: list[tuple[Any, ...]]) -> pa.Table:
+    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in EVENT_COLUMNS]
+    return pa.table(
+        {
+            name: pa.array(col, type=EVENT_SCHEMA.field(name).type)
+            for name, col in zip(EVENT_COLUMNS, columns, strict=True)
+        },
+        schema=EVENT_SCHEMA,
+    )
+
+
+class SQLiteEventLog:
+    """The embedded event log; one file, safe against crashes (WAL + FULL sync)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._write = _connect(path)
+        self._write.executescript(_DDL)
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._pending: queue.Queue[tuple[Sequence[dict[str, Any]], Future[AppendResult]] | None]
+        self._pending = queue.Queue()
+        self._closed = False
+        self._writer = threading.Thread(
+            target=self._write_loop, name="eventlog-writer", daemon=True
+        )
+        self._writer.start()
+
+    # -- writing -------------------------------------------------------------------------
+    def append(self, records: Sequence[dict[str, Any]]) -> AppendResult:
+        if self._closed:
+            raise StoreUnavailable("event log is closed")
+        future: Future[AppendResult] = Future()
+        self._pending.put((records, future))
+        return future.result()
+
+    def _write_loop(self) -> None:
+        while True:
+            first = self._pending.get()
+            if first is None:
+                return
+            group = [first]
+            while len(group) < 256:
+                try:
+                    nxt = self._pending.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._pending.put(None)
+                    break
+                group.append(nxt)
+            self._commit_group(group)
+
+    def _commit_group(
+        self, group: list[tuple[Sequence[dict[str, Any]], Future[AppendResult]]]
+    ) -> None:
+        conn = self._write
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            results = [self._insert(conn, records) for records, _ in group]
+            conn.execute("COMMIT")
+        except Exception as exc:  # noqa: BLE001 - every waiter must learn of the failure
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            for _, fut in group:
+                fut.set_exception(StoreUnavailable(f"event log write failed: {exc}"))
+            return
+        for (_, fut), result in zip(group, results, strict=True):
+            fut.set_result(result)
+
+    @staticmethod
+    def _insert(conn: sqlite3.Connection, records: Sequence[dict[str, Any]]) -> AppendResult:
+        ids = [r["event_id"] for r in records]
+        existing: set[str] = set()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            existing.update(
+                row[0]
+                for row in conn.execute(
+                    f"SELECT event_id FROM events WHERE event_id IN ({marks})", chunk
+                )
+            )
+        inserted: list[int] = []
+        for i, event_id in enumerate(ids):
+            if event_id not in existing:
+                existing.add(event_id)
+                inserted.append(i)
+        rows = [tuple(records[i].get(c) for c in _DATA_COLUMNS) for i in inserted]
+        seqs: list[int] = []
+        if rows:
+            (last,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
+            conn.executemany(_INSERT, rows)
+            seqs = list(range(last + 1, last + 1 + len(rows)))
+        return AppendResult(inserted=inserted, seqs=seqs, duplicates=len(records) - len(inserted))
+
+    # -- reading -------------------------------------------------------------------------
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = _connect(self.path)
+            self._local.conn = conn
+            self._readers.append(conn)
+        return conn
+
+    def read(self, after_seq: int, limit: int) -> pa.Table:
+        rows = (
+            self._reader()
+            .execute(f"{_SELECT} WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit))
+            .fetchall()
+        )
+        return _to_table(rows)
+
+    def read_tail(self, last: int) -> pa.Table:
+        rows = (
+            self._reader()
+            .execute(f"SELECT * FROM ({_SELECT} ORDER BY seq DESC LIMIT ?) ORDER BY seq", (last,))
+            .fetchall()
+        )
+        return _to_table(rows)
+
+    def last_seq(self) -> int:
+        (seq,) = self._reader().execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
+        return int(seq)
+
+    def history(self, reader_column: str, reader: str, limit: int) -> pa.Table:
+        if reader_column not in _HISTORY_COLUMNS:
+            raise ValueError(f"cannot look up history by {reader_column!r}")
+        rows = (
+            self._reader()
+            .execute(
+                f"{_SELECT} WHERE {reader_column} = ? ORDER BY seq DESC LIMIT ?", (reader, limit)
+            )
+            .fetchall()
+        )
+        return _to_table(rows)
+
+    def get_offset(self, consumer: str) -> int:
+        row = (
+            self._reader()
+            .execute("SELECT seq FROM offsets WHERE consumer = ?", (consumer,))
+            .fetchone()
+        )
+        return int(row[0]) if row else 0
+
+    def commit_offset(self, consumer: str, seq: int) -> None:
+        conn = self._reader()
+        conn.execute(
+            "INSERT INTO offsets(consumer, seq) VALUES (?, ?) "
+            "ON CONFLICT(consumer) DO UPDATE SET seq = excluded.seq",
+            (consumer, seq),
+        )
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._pending.put(None)
+        self._writer.join(timeout=10)
+        self._write.close()
+        for conn in self._readers:
+            conn.close()

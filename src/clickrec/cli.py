@@ -1,0 +1,320 @@
+"""Command-line entry points; the only place that wires a whole process together."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from clickrec.config import Settings, load_settings, write_default_config
+from clickrec.core.errors import ClickrecError
+
+app = typer.Typer(help="clickrec: real-time clickstream personalization.", no_args_is_help=True)
+keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+import_app = typer.Typer(help="Import history from CSV or Parquet files.", no_args_is_help=True)
+demo_app = typer.Typer(
+    help="Synthetic blog data for demos, tests and benchmarks.", no_args_is_help=True
+)
+app.add_typer(keys_app, name="keys")
+app.add_typer(import_app, name="import")
+app.add_typer(demo_app, name="demo")
+
+out = Console()
+err = Console(stderr=True)
+HomeOpt = Annotated[
+    Path | None, typer.Option("--home", help="Home folder (default ./var or $CLICKREC_HOME).")
+]
+
+
+def _settings(home: Path | None) -> Settings:
+    try:
+        return load_settings(home)
+    except Exception as exc:  # noqa: BLE001 - a bad config is a clear message, not a trace
+        err.print(f"[red]bad configuration:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def _engine(home: Path | None, serving: bool = False) -> Any:
+    from clickrec.engine import Engine
+
+    return Engine(_settings(home), serving=serving)
+
+
+def _fail(exc: ClickrecError) -> typer.Exit:
+    err.print(f"[red]error:[/red] {exc}")
+    return typer.Exit(1)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+    )
+
+
+@app.command()
+def init(home: HomeOpt = None) -> None:
+    """Create the home folder, its config file and stores, and a first admin key (once)."""
+    settings = _settings(home)
+    settings.home.mkdir(parents=True, exist_ok=True)
+    config = write_default_config(settings.home)
+    engine = _engine(settings.home)
+    try:
+        admins = [
+            k
+            for k in engine.catalog.list_keys()
+            if k["scope"] == "admin" and k["revoked_at"] is None
+        ]
+        out.print(f"home: {settings.home.resolve()}  config: {config.name}")
+        if admins:
+            out.print("an admin key already exists (create more with `clickrec keys create`)")
+            return
+        key, _ = engine.keys.create("admin", "admin", engine.clock.now())
+        out.print("admin key (shown once, keep it safe):")
+        print(key)
+        (settings.home / "admin.key").write_text(key + "\n")
+        (settings.home / "admin.key").chmod(0o600)
+        out.print(f"also saved to {settings.home / 'admin.key'} (mode 600)")
+    finally:
+        engine.close()
+
+
+@app.command()
+def serve(
+    home: HomeOpt = None,
+    host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (or CLICKREC_PORT).")] = None,
+    train_interval: Annotated[float, typer.Option(help="Seconds between trainer checks.")] = 30.0,
+) -> None:
+    """Run the HTTP server with the archive consumer, the refresher and the trainer."""
+    import uvicorn
+
+    from clickrec.api.app import create_app
+    from clickrec.engine import Engine
+
+    settings = _settings(home)
+    logging.basicConfig(
+        level=settings.server.log_level.upper(),
+        format='{"time":"%(asctime)s","level":"%(levelname)s",'
+        '"logger":"%(name)s","message":"%(message)s"}',
+    )
+    engine = Engine(settings)
+    engine.start_background(train_interval)
+    config = uvicorn.Config(
+        create_app(engine),
+        host=host or settings.server.host,
+        port=port if port is not None else settings.server.port,
+        server_header=False,
+        log_level=settings.server.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+    server = uvicorn.Server(config)
+    try:
+        server.run()
+    finally:
+        engine.close()
+
+
+@keys_app.command("create")
+def keys_create(
+    scope: Annotated[str, typer.Option(help="ingest, read or admin.")],
+    name: Annotated[str | None, typer.Option(help="A name to recognise the key by.")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Make a new key and print it once; only its hash is stored."""
+    engine = _engine(home)
+    try:
+        key, principal = engine.keys.create(scope, name, engine.clock.now())
+    except ClickrecError as exc:
+        raise _fail(exc) from exc
+    finally:
+        engine.close()
+    err.print(f"key {principal.key_id} ({principal.name}, scope {principal.scope}):")
+    print(key)
+
+
+@keys_app.command("list")
+def keys_list(home: HomeOpt = None) -> None:
+    """List keys (never their secrets)."""
+    engine = _engine(home)
+    try:
+        table = Table("id", "name", "scope", "revoked")
+        for k in engine.catalog.list_keys():
+            table.add_row(k["key_id"], k["name"], k["scope"], "yes" if k["revoked_at"] else "")
+        out.print(table)
+    finally:
+        engine.close()
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str, home: HomeOpt = None) -> None:
+    """Revoke a key by its id; it stops working within seconds on every server."""
+    engine = _engine(home)
+    try:
+        if not engine.catalog.revoke_key(key_id, engine.clock.now()):
+            err.print(f"[red]no active key {key_id}[/red]")
+            raise typer.Exit(1)
+        out.print(f"revoked {key_id}")
+    finally:
+        engine.close()
+
+
+@import_app.command("interactions")
+def import_interactions(
+    file: Path,
+    home: HomeOpt = None,
+    user_col: str = "user_id",
+    session_col: str = "session_id",
+    item_col: str = "item_id",
+    type_col: str = "event_type",
+    time_col: str = "timestamp",
+    value_col: str = "event_value",
+    id_col: str = "event_id",
+    default_type: str = "click",
+) -> None:
+    """Import past interactions through the same path as live events (log → lake)."""
+    from clickrec.importing import InteractionColumns, import_interactions, read_table
+
+    cols = InteractionColumns(
+        user_col, session_col, item_col, type_col, time_col, value_col, id_col, default_type
+    )
+    engine = _engine(home)
+    try:
+        total = read_table(file).num_rows
+        with _progress() as bar:
+            task = bar.add_task(f"importing {file.name}", total=total)
+            rows, accepted, dups = import_interactions(
+                engine.ingestor, file, cols, lambda n: bar.advance(task, n)
+            )
+    except ClickrecError as exc:
+        raise _fail(exc) from exc
+    finally:
+        engine.close()
+    out.print(f"{rows} rows: {accepted} accepted, {dups} duplicates")
+
+
+@import_app.command("items")
+def import_items(
+    file: Path, home: HomeOpt = None, id_col: str = "item_id", list_sep: str = "|"
+) -> None:
+    """Import catalog items (categories and tags may be joined with --list-sep)."""
+    from clickrec.importing import BATCH, item_records
+
+    engine = _engine(home)
+    try:
+        items = item_records(file, id_col, list_sep)
+        with _progress() as bar:
+            task = bar.add_task(f"importing {file.name}", total=len(items))
+            for start in range(0, len(items), BATCH):
+                chunk = items[start : start + BATCH]
+                engine.catalog.upsert_items([i.to_record() for i in chunk], engine.clock.now())
+                bar.advance(task, len(chunk))
+    except ClickrecError as exc:
+        raise _fail(exc) from exc
+    finally:
+        engine.close()
+    out.print(f"{len(items)} items imported")
+
+
+@app.command()
+def train(home: HomeOpt = None) -> None:
+    """Run the training pipeline now and show what it chose and published."""
+    from clickrec.training.pipeline import execute_run
+
+    engine = _engine(home)
+    try:
+        run = engine.catalog.create_run("cli", engine.clock.now())
+        with err.status("training…") as status:
+            execute_run(
+                engine.pipeline,
+                engine.catalog,
+                run["id"],
+                engine.clock,
+                on_step=lambda step: status.update(f"training: {step}"),
+            )
+        done = engine.catalog.get_run(run["id"]) or {}
+    finally:
+        engine.close()
+    if done.get("state") != "succeeded":
+        err.print(f"[red]training failed:[/red] {done.get('error')}")
+        raise typer.Exit(1)
+    metrics = done["metrics"]
+    out.print(
+        f"model {done['model_version']} ({metrics['chosen']}) "
+        f"{'published' if done['published'] else 'kept the live model'}"
+    )
+    table = Table("candidate", "ndcg@10", "precision@10", "mrr@20", "coverage@20")
+    for name, m in metrics["candidates"].items():
+        table.add_row(
+            name, *(f"{m[k]:.4f}" for k in ("ndcg@10", "precision@10", "mrr@20", "coverage@20"))
+        )
+    out.print(table)
+
+
+@app.command()
+def status(home: HomeOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Show the live model, recent training runs and the state of the stores."""
+    from clickrec.lake.reader import lake_stats
+
+    engine = _engine(home)
+    try:
+        live = engine.catalog.live_model()
+        info = {
+            "home": str(engine.settings.home.resolve()),
+            "events": engine.log.last_seq(),
+            "archived": engine.log.get_offset("archive"),
+            "items": engine.catalog.count_items(),
+            "lake": lake_stats(engine.lake),
+            "live_model": None
+            if live is None
+            else {
+                "version": live["version"],
+                "recipe": live["recipe"],
+                "ndcg@10": live["metrics"].get("ndcg@10"),
+            },
+            "runs": [
+                {k: r[k] for k in ("id", "state", "trigger", "step", "model_version", "error")}
+                for r in engine.catalog.list_runs(limit=5)
+            ],
+        }
+    finally:
+        engine.close()
+    if as_json:
+        print(json.dumps(info, indent=1, default=str))
+        return
+    out.print_json(data=info, default=str)
+
+
+@demo_app.command("generate")
+def demo_generate(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write into.")],
+    users: int = 1000,
+    days: int = 14,
+    posts_per_day: int = 40,
+    seed: int = 0,
+    fmt: Annotated[str, typer.Option("--format", help="csv or parquet")] = "csv",
+) -> None:
+    """Write a synthetic blog: posts every day, topical readers, fast-decaying interest."""
+    from clickrec.testing.synthetic import BlogSpec, generate_blog, write_blog
+
+    with err.status("generating…"):
+        blog = generate_blog(
+            BlogSpec(users=users, days=days, posts_per_day=posts_per_day, seed=seed)
+        )
+        paths = write_blog(blog, out_dir, fmt)
+    out.print(f"{blog.items.num_rows} posts → {paths['items']}")
+    out.print(f"{blog.interactions.num_rows} interactions → {paths['interactions']}")
+
+
+if __name__ == "__main__":
+    app()

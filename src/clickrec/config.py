@@ -1,0 +1,127 @@
+"""Settings: one TOML file in the home folder, overridden by CLICKREC_* environment variables.
+
+A typo in the file is an error (``extra="forbid"``), never a silent default. Nested
+settings are overridden with a double underscore: ``CLICKREC_TRAINING__SCHEDULE_HOURS=1``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field
+
+CONFIG_FILE = "clickrec.toml"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StoreSettings(Section):
+    """Backend URLs per role; relative sqlite/file paths are resolved against the home."""
+
+    event_log: str = "sqlite:///events.db"
+    catalog: str = "sqlite:///catalog.db"
+    lake: str = "file://lake"
+    models: str = "file://models"
+
+
+class ServerSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    max_body_bytes: int = 1_048_576
+    log_level: str = "info"
+
+
+class TrainingSettings(Section):
+    schedule_hours: float = Field(default=6.0, gt=0)
+    min_interactions: int = Field(default=1000, ge=1)
+    min_users: int = Field(default=25, ge=1)
+    min_events_per_user: int = Field(default=2, ge=1)
+    holdout_fraction: float = Field(default=0.1, gt=0, lt=0.5)
+    gate_tolerance: float = Field(default=0.05, ge=0, le=1)
+    """A candidate is published unless its NDCG@10 is below (1 - tolerance) × the live one's."""
+    half_life_hours: float = Field(default=24.0, gt=0)
+    neighbours: int = Field(default=100, ge=1, le=1000)
+
+
+class ServingSettings(Section):
+    default_results: int = Field(default=25, ge=1, le=500)
+    history_length: int = Field(default=50, ge=1, le=1000)
+    trending_half_life_hours: float = Field(default=6.0, gt=0)
+    exploration_weight: float = Field(default=0.3, ge=0, le=1)
+    exploration_item_age_cutoff_days: float = Field(default=2.0, gt=0)
+    model_poll_seconds: float = Field(default=1.0, gt=0)
+    replay_events: int = Field(default=2_000_000, ge=0)
+    """How many of the newest log events rebuild the online state at start-up."""
+
+
+class Settings(Section):
+    home: Path = Path("var")
+    stores: StoreSettings = StoreSettings()
+    server: ServerSettings = ServerSettings()
+    training: TrainingSettings = TrainingSettings()
+    serving: ServingSettings = ServingSettings()
+
+    def store_path(self, url: str) -> Path:
+        """The local path of a sqlite:/// or file:// URL, relative ones under the home."""
+        for prefix in ("sqlite:///", "file://"):
+            if url.startswith(prefix):
+                p = Path(url[len(prefix) :])
+                return p if p.is_absolute() else self.home / p
+        raise ValueError(f"not a local store URL: {url}")
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("CLICKREC_HOME", "var"))
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in environ.items():
+        if not key.startswith("CLICKREC_") or key == "CLICKREC_HOME":
+            continue
+        parts = key[len("CLICKREC_") :].lower().split("__")
+        if parts == ["port"]:
+            parts = ["server", "port"]
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return out
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(merged.get(k), dict):
+            merged[k] = _merge(merged[k], v)
+        else:
+            merged[k] = v
+    return merged
+
+
+def load_settings(home: Path | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Settings from ``<home>/clickrec.toml`` (if present) and the environment."""
+    environ = dict(os.environ) if environ is None else environ
+    home = home or Path(environ.get("CLICKREC_HOME", "var"))
+    data: dict[str, Any] = {}
+    path = home / CONFIG_FILE
+    if path.exists():
+        data = tomllib.loads(path.read_text())
+    data = _merge(data, _env_overrides(environ))
+    data["home"] = home
+    return Settings.model_validate(data)
+
+
+def write_default_config(home: Path) -> Path:
+    """Write a commented-free default config file unless one exists; return its path."""
+    path = home / CONFIG_FILE
+    if not path.exists():
+        doc = Settings().model_dump(mode="json", exclude={"home"})
+        path.write_text(tomli_w.dumps(doc))
+    return path

@@ -1,0 +1,147 @@
+"""Domain types: what a client sends (events, items, users) and what it gets back.
+
+Every string, list and map has a bound, so one request can never make the engine hold
+an unbounded amount of memory. Times are accepted as Unix seconds or ISO 8601; a time
+without a zone is taken as UTC.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+ShortStr = Annotated[str, StringConstraints(max_length=256)]
+EventType = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")
+]
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+Scalar = str | float | int | bool | None
+
+MAX_EVENTS_PER_BATCH = 1000
+MAX_ITEMS_PER_BATCH = 1000
+MAX_FUTURE_SECONDS = 300.0
+
+
+def to_unix(value: datetime | float | int | None) -> float | None:
+    """Unix seconds from a datetime (naive means UTC) or a number."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.timestamp()
+    return float(value)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_map(value: dict[str, Any] | None, max_keys: int, max_len: int) -> None:
+    if value is None:
+        return
+    if len(value) > max_keys:
+        raise ValueError(f"at most {max_keys} keys")
+    for k, v in value.items():
+        if not k or len(k) > 64:
+            raise ValueError("keys must be 1 to 64 characters")
+        if isinstance(v, str) and len(v) > max_len:
+            raise ValueError(f"value of {k!r} is longer than {max_len} characters")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError(f"value of {k!r} must be a finite number")
+
+
+class Event(Strict):
+    """One interaction of a reader with an item (a view, a click, a read, a share…)."""
+
+    event_id: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+    user_id: Id | None = None
+    session_id: Id
+    item_id: Id
+    event_type: EventType = "click"
+    event_value: float | None = Field(default=None, allow_inf_nan=False)
+    timestamp: datetime | None = None
+    recommendation_id: Annotated[str, StringConstraints(max_length=128)] | None = None
+    impression: list[Id] | None = Field(default=None, max_length=500)
+    context: dict[str, ShortStr] | None = None
+    properties: dict[str, Scalar] | None = None
+
+    @field_validator("context")
+    @classmethod
+    def _context(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        _check_map(v, 20, 256)
+        return v
+
+    @field_validator("properties")
+    @classmethod
+    def _properties(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        _check_map(v, 50, 1024)
+        return v
+
+
+class EventBatch(Strict):
+    events: list[Event] = Field(min_length=1, max_length=MAX_EVENTS_PER_BATCH)
+
+
+class Item(Strict):
+    """A post in the catalog."""
+
+    item_id: Id
+    published_at: datetime | None = None
+    categories: list[Tag] = Field(default_factory=list, max_length=20)
+    tags: list[Tag] = Field(default_factory=list, max_length=50)
+    author: ShortStr | None = None
+    title: Annotated[str, StringConstraints(max_length=1000)] | None = None
+    text: Annotated[str, StringConstraints(max_length=20000)] | None = None
+    url: Annotated[str, StringConstraints(max_length=2048)] | None = None
+    language: Annotated[str, StringConstraints(max_length=16)] | None = None
+    expires_at: datetime | None = None
+    attributes: dict[str, Scalar] = Field(default_factory=dict)
+
+    @field_validator("attributes")
+    @classmethod
+    def _attributes(cls, v: dict[str, Any]) -> dict[str, Any]:
+        _check_map(v, 50, 1024)
+        return v
+
+    def to_record(self) -> dict[str, Any]:
+        """The stored form: times as Unix seconds."""
+        rec = self.model_dump()
+        rec["published_at"] = to_unix(self.published_at)
+        rec["expires_at"] = to_unix(self.expires_at)
+        return rec
+
+
+class ItemBatch(Strict):
+    items: list[Item] = Field(min_length=1, max_length=MAX_ITEMS_PER_BATCH)
+
+
+class User(Strict):
+    user_id: Id
+    attributes: dict[str, Scalar] = Field(default_factory=dict)
+
+    @field_validator("attributes")
+    @classmethod
+    def _attributes(cls, v: dict[str, Any]) -> dict[str, Any]:
+        _check_map(v, 50, 1024)
+        return v
+
+
+class UserBatch(Strict):
+    users: list[User] = Field(min_length=1, max_length=MAX_ITEMS_PER_BATCH)
+
+
+class ScoredItem(BaseModel):
+    item_id: str
+    score: float
+
+
+class Recommendation(BaseModel):
+    recommendation_id: str
+    model_version: str | None
+    recipe: str
+    items: list[ScoredItem]

@@ -1,0 +1,87 @@
+"""The composition root: every store and service of one clickrec process, wired once.
+
+The CLI and the API both start from an Engine; nothing below this module knows how the
+pieces are put together.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from clickrec.backends.registry import open_catalog, open_event_log, open_lake
+from clickrec.config import Settings
+from clickrec.core.clock import Clock, SystemClock
+from clickrec.ingestion.archive import ArchiveConsumer
+from clickrec.ingestion.service import Ingestor
+from clickrec.keys import KeyRing
+from clickrec.models.online import OnlineState
+from clickrec.models.scoring import Exploration
+from clickrec.serving.service import Recommender
+from clickrec.training.pipeline import Pipeline
+from clickrec.training.scheduler import Trainer
+
+log = logging.getLogger("clickrec.engine")
+
+
+class Engine:
+    def __init__(
+        self, settings: Settings, clock: Clock | None = None, serving: bool = True
+    ) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        settings.home.mkdir(parents=True, exist_ok=True)
+        self.log = open_event_log(settings)
+        self.catalog = open_catalog(settings)
+        self.lake = open_lake(settings)
+        self.models_root: Path = settings.store_path(settings.stores.models)
+        self.models_root.mkdir(parents=True, exist_ok=True)
+        self.keys = KeyRing(self.catalog)
+        self.pipeline = Pipeline(
+            settings, self.log, self.lake, self.catalog, self.models_root, self.clock
+        )
+        self.trainer = Trainer(self.pipeline, self.catalog, self.log, settings.training, self.clock)
+        self.archive = ArchiveConsumer(self.log, self.lake)
+        self.recommender: Recommender | None = None
+        if serving:
+            s = settings.serving
+            self.recommender = Recommender(
+                self.log,
+                self.catalog,
+                self.models_root,
+                OnlineState(s.trending_half_life_hours, s.history_length),
+                Exploration(s.exploration_weight, s.exploration_item_age_cutoff_days),
+                s.replay_events,
+            )
+        self.ingestor = Ingestor(
+            self.log, self.clock, self.recommender.apply if self.recommender else None
+        )
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start_background(self, train_interval: float = 30.0) -> None:
+        """Start the archive consumer, the serving refresher and the trainer."""
+        self._stop.clear()
+        jobs = [
+            ("archive", lambda: self.archive.run_forever(self._stop, 1.0)),
+            ("trainer", lambda: self.trainer.run_forever(self._stop, train_interval)),
+        ]
+        rec = self.recommender
+        if rec is not None:
+            poll = self.settings.serving.model_poll_seconds
+            jobs.append(("refresher", lambda: rec.run_background(self._stop, 0.25, poll)))
+        for name, target in jobs:
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def close(self) -> None:
+        """Stop background work (the archive flushes what is left), then close stores."""
+        self._stop.set()
+        self.trainer.wake.set()
+        for t in self._threads:
+            t.join(timeout=60)
+        self._threads.clear()
+        self.log.close()
+        self.catalog.close()

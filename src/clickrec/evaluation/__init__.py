@@ -1,0 +1,1 @@
+"""Splits and ranking metrics shared by training and benchmarks."""

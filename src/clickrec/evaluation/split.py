@@ -1,0 +1,91 @@
+"""Temporal train/test split of interactions: train before a time cut, targets after it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse
+
+
+@dataclass(frozen=True)
+class TemporalSplit:
+    """The result of ``temporal_split``; masks and indices refer to the input arrays."""
+
+    cut: float  # timestamp of the cut, input units; the holdout is timestamp >= cut
+    train: np.ndarray  # bool mask over the input interactions: timestamp < cut
+    test_readers: np.ndarray  # sorted int32 readers active on both sides, with >= 1 target
+    targets: scipy.sparse.csr_matrix  # (n_readers, n_items) float32; 1 = new item after the cut
+
+
+def temporal_split(
+    reader_idx: np.ndarray,
+    item_idx: np.ndarray,
+    timestamp: np.ndarray,
+    n_readers: int,
+    n_items: int,
+    holdout_fraction: float = 0.1,
+) -> TemporalSplit:
+    """Cut at the (1 - holdout_fraction) timestamp quantile; targets are items new to a reader."""
+    reader_idx, item_idx, timestamp = _checked_arrays(
+        reader_idx, item_idx, timestamp, n_readers, n_items, holdout_fraction
+    )
+    cut = float(np.quantile(timestamp, 1.0 - holdout_fraction))
+    train = timestamp < cut
+
+    seen = _pair_keys(reader_idx[train], item_idx[train], n_items)
+    after = _pair_keys(reader_idx[~train], item_idx[~train], n_items)
+    new = np.setdiff1d(after, seen, assume_unique=True)
+    target_readers, target_items = np.divmod(new, n_items)
+
+    active_before = np.zeros(n_readers, dtype=bool)
+    active_before[reader_idx[train]] = True
+    keep = active_before[target_readers]
+    target_readers, target_items = target_readers[keep], target_items[keep]
+
+    test_readers = np.unique(target_readers).astype(np.int32)
+    if test_readers.size == 0:
+        raise ValueError(
+            f"no test readers: no reader was active before the cut ({cut}) and touched a new "
+            f"item at or after it; try a larger holdout_fraction (now {holdout_fraction})"
+        )
+    targets = scipy.sparse.csr_matrix(
+        (np.ones(target_readers.size, dtype=np.float32), (target_readers, target_items)),
+        shape=(n_readers, n_items),
+    )
+    return TemporalSplit(cut=cut, train=train, test_readers=test_readers, targets=targets)
+
+
+def _pair_keys(readers: np.ndarray, items: np.ndarray, n_items: int) -> np.ndarray:
+    """Sorted unique int64 keys reader * n_items + item, one per distinct (reader, item) pair."""
+    return np.unique(readers.astype(np.int64) * n_items + items)
+
+
+def _checked_arrays(
+    reader_idx: np.ndarray,
+    item_idx: np.ndarray,
+    timestamp: np.ndarray,
+    n_readers: int,
+    n_items: int,
+    holdout_fraction: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The inputs as 1-D int64, int64 and float64 arrays, or ValueError if they do not fit."""
+    if not 0.0 < holdout_fraction < 1.0:
+        raise ValueError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
+    readers = np.asarray(reader_idx, dtype=np.int64)
+    items = np.asarray(item_idx, dtype=np.int64)
+    times = np.asarray(timestamp, dtype=np.float64)
+    if readers.ndim != 1 or readers.shape != items.shape or readers.shape != times.shape:
+        raise ValueError(
+            "reader_idx, item_idx and timestamp must be 1-D arrays of one length, got shapes "
+            f"{readers.shape}, {items.shape}, {times.shape}"
+        )
+    if readers.size == 0:
+        raise ValueError("no interactions to split")
+    if readers.min() < 0 or readers.max() >= n_readers:
+        raise ValueError(f"reader_idx must be in [0, {n_readers})")
+    if items.min() < 0 or items.max() >= n_items:
+        raise ValueError(f"item_idx must be in [0, {n_items})")
+    if not np.isfinite(times).all():
+        raise ValueError("timestamp must be finite")
+    return readers, items, times

@@ -1,0 +1,1 @@
+"""Getting events in: validation, dedup, the event log, and the consumers that read it."""

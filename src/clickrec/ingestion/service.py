@@ -1,0 +1,42 @@
+"""Ingestion: validate, deduplicate, append durably, then update the online state."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from clickrec.backends.base import EventLog
+from clickrec.core.clock import Clock
+from clickrec.core.types import Event
+from clickrec.ingestion.validation import check_times, to_record
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    accepted: int
+    duplicates: int
+
+
+class Ingestor:
+    """The one path every event takes, from the HTTP API and from bulk imports alike."""
+
+    def __init__(
+        self,
+        log: EventLog,
+        clock: Clock,
+        on_appended: Callable[[list[dict[str, Any]], list[int]], None] | None = None,
+    ) -> None:
+        self.log = log
+        self.clock = clock
+        self.on_appended = on_appended
+
+    def ingest(self, events: Sequence[Event]) -> IngestResult:
+        """Store a validated batch all-or-nothing; returns after the log has committed it."""
+        now = self.clock.now()
+        check_times(events, now)
+        records = [to_record(e, now) for e in events]
+        result = self.log.append(records)
+        if self.on_appended is not None and result.inserted:
+            self.on_appended([records[i] for i in result.inserted], result.seqs)
+        return IngestResult(accepted=len(result.inserted), duplicates=result.duplicates)

@@ -1,0 +1,130 @@
+"""Lake in a local folder: zstd Parquet parts, hive-partitioned by the UTC date of event time."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+_PART_NAME = re.compile(r"^part-(\d{20})-(\d{20})\.parquet$")
+_TEMP_SUFFIX = ".tmp"
+
+
+def _part_name(batch_first: int, batch_last: int) -> str:
+    return f"part-{batch_first:020d}-{batch_last:020d}.parquet"
+
+
+def _event_dates(table: pa.Table) -> pa.Array:
+    """The UTC calendar date of each row's ``timestamp`` (Unix seconds, float)."""
+    timestamp = table["timestamp"]
+    if timestamp.null_count:
+        raise ValueError("cannot partition events without a timestamp")
+    # Floor to whole seconds first: it is exact, whereas dividing a float by 86400 can round
+    # an event a hair before midnight into the next day. The timestamp→date cast floors too.
+    seconds = pc.cast(pc.floor(timestamp), pa.int64())
+    return pc.cast(pc.cast(seconds, pa.timestamp("s")), pa.date32())
+
+
+def _split_by_date(table: pa.Table) -> Iterator[tuple[dt.date, pa.Table]]:
+    """One sub-table per distinct event date; the loop is over dates, never rows."""
+    dates = _event_dates(table)
+    for day in pc.unique(dates).to_pylist():
+        yield day, table.filter(pc.equal(dates, pa.scalar(day, pa.date32())))
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename, create or unlink in ``folder`` durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_atomically(table: pa.Table, path: Path) -> None:
+    """Write, fsync, rename into place: readers see the whole part or none of it."""
+    temp = path.with_name(f"{path.name}.{uuid.uuid4().hex}{_TEMP_SUFFIX}")
+    try:
+        with open(temp, "wb") as out:
+            pq.write_table(table, out, compression="zstd")
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+class LocalLake:
+    """``<root>/events/date=YYYY-MM-DD/part-<first>-<last>.parquet``: a part per batch and date."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._events = self.root / "events"
+
+    def write_batch(self, table: pa.Table, batch_first: int, batch_last: int) -> list[Path]:
+        """Write one consumer batch (seq range inclusive), one Parquet file per event date."""
+        name = _part_name(batch_first, batch_last)
+        written = [self._write_part(day, part, name) for day, part in _split_by_date(table)]
+        self._remove_stale_copies(name, keep=set(written))
+        return written
+
+    def drop_uncommitted(self, committed_seq: int) -> int:
+        """Remove parts of batches past the committed offset and stray temp files; count them."""
+        doomed = [path for path in self._files() if self._is_uncommitted(path, committed_seq)]
+        for path in doomed:
+            path.unlink(missing_ok=True)
+        # The deletions must survive a power cut: a resurrected part would duplicate the events
+        # that the next, differently-bounded batch archives.
+        for folder in {path.parent for path in doomed}:
+            self._tidy_folder(folder)
+        return len(doomed)
+
+    def glob(self) -> str:
+        """A path pattern DuckDB reads with hive partitioning."""
+        return str(self._events / "*" / "*.parquet")
+
+    def has_files(self) -> bool:
+        return next(self._events.glob("*/*.parquet"), None) is not None
+
+    def _write_part(self, day: dt.date, part: pa.Table, name: str) -> Path:
+        folder = self._events / f"date={day.isoformat()}"
+        if not folder.is_dir():
+            folder.mkdir(parents=True, exist_ok=True)
+            _fsync_dir(folder.parent)
+        path = folder / name
+        _write_atomically(part, path)
+        return path
+
+    def _remove_stale_copies(self, name: str, keep: set[Path]) -> None:
+        """A rewrite replaces the batch everywhere, even under dates it no longer has rows in."""
+        for path in self._events.glob(f"*/{name}"):
+            if path not in keep:
+                path.unlink(missing_ok=True)
+                self._tidy_folder(path.parent)
+
+    def _files(self) -> Iterator[Path]:
+        if self._events.is_dir():
+            yield from (path for path in self._events.glob("*/*") if path.is_file())
+
+    @staticmethod
+    def _is_uncommitted(path: Path, committed_seq: int) -> bool:
+        if path.name.endswith(_TEMP_SUFFIX):
+            return True
+        match = _PART_NAME.match(path.name)
+        return match is not None and int(match.group(1)) > committed_seq
+
+    def _tidy_folder(self, folder: Path) -> None:
+        """Persist deletions in ``folder``; drop the folder once it holds nothing."""
+        if any(folder.iterdir()):
+            _fsync_dir(folder)
+        else:
+            folder.rmdir()
+            _fsync_dir(folder.parent)

@@ -1,0 +1,99 @@
+"""The training data every recipe fits on, and the artifact every recipe yields."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+RECIPES = ("trending-now", "popularity-count", "similar-items", "user-personalization")
+
+
+@dataclass(frozen=True)
+class Interactions:
+    """Interactions in index space: parallel arrays, one entry per event, sorted by time."""
+
+    reader: np.ndarray  # int32 index into reader_ids
+    item: np.ndarray  # int32 index into item_ids
+    session: np.ndarray  # int32 session index
+    timestamp: np.ndarray  # float64 Unix seconds (event time)
+    item_ids: np.ndarray  # str per item index
+    reader_ids: np.ndarray  # str per reader index ("u:<user>" or "s:<session>")
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def n_readers(self) -> int:
+        return len(self.reader_ids)
+
+    def __len__(self) -> int:
+        return len(self.item)
+
+    def subset(self, mask: np.ndarray) -> Interactions:
+        """The same index spaces, fewer interactions."""
+        return Interactions(
+            self.reader[mask],
+            self.item[mask],
+            self.session[mask],
+            self.timestamp[mask],
+            self.item_ids,
+            self.reader_ids,
+        )
+
+
+@dataclass(frozen=True)
+class RecipeParams:
+    """Knobs shared by the recipes; frozen so a trained artifact records what made it."""
+
+    half_life_hours: float = 24.0  # decay of an interaction's weight by its age at training
+    neighbours: int = 100  # similar items kept per item
+    session_window: int = 50  # newest events of a session that count toward co-occurrence
+    shrinkage: float = 5.0  # damps similarity between rarely seen items
+    personal_weight: float = 1.0
+    trending_weight: float = 0.3  # weight of trending for a reader with a long history
+    history_half_life: float = 5.0  # in history positions: the 5th newest read counts half
+
+
+@dataclass
+class Artifact:
+    """What training yields and serving loads: similarity, popularity and their ids."""
+
+    recipe: str
+    item_ids: np.ndarray
+    popularity: np.ndarray  # float32 time-decayed counts at trained_until
+    similarity: sp.csr_matrix  # item × item, top `neighbours` per row, rows scaled to max 1
+    trained_until: float  # newest event time in the training data
+    params: RecipeParams = field(default_factory=RecipeParams)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        np.save(folder / "item_ids.npy", self.item_ids.astype(str))
+        np.save(folder / "popularity.npy", self.popularity)
+        sp.save_npz(folder / "similarity.npz", self.similarity)
+        meta = {
+            "recipe": self.recipe,
+            "trained_until": self.trained_until,
+            "params": self.params.__dict__,
+            "metrics": self.metrics,
+        }
+        (folder / "meta.json").write_text(json.dumps(meta, indent=1))
+
+    @classmethod
+    def load(cls, folder: Path) -> Artifact:
+        meta = json.loads((folder / "meta.json").read_text())
+        return cls(
+            recipe=meta["recipe"],
+            item_ids=np.load(folder / "item_ids.npy", allow_pickle=False),
+            popularity=np.load(folder / "popularity.npy", allow_pickle=False),
+            similarity=sp.load_npz(folder / "similarity.npz").tocsr(),
+            trained_until=float(meta["trained_until"]),
+            params=RecipeParams(**meta["params"]),
+            metrics=meta.get("metrics", {}),
+        )

@@ -1,0 +1,246 @@
+"""Online state: live trending counts and each reader's recent history, updated per event.
+
+Pure and in-process (no I/O): serving feeds it events as they are acknowledged, and the
+evaluation feeds it the same way, so offline scores measure what readers would get.
+Time is event time: decay is measured from the newest event seen, so replaying old logs
+behaves exactly like live traffic.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from array import array
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+_REANCHOR_HALVINGS = 400.0  # re-anchor before 2**x overflows float64 (max ~2**1023)
+
+
+class ReaderHistory:
+    """A reader's newest reads, compact: item indices and event times, oldest first."""
+
+    __slots__ = ("items", "times")
+
+    def __init__(self) -> None:
+        self.items = array("i")
+        self.times = array("d")
+
+    def add(self, item: int, t: float, limit: int) -> None:
+        self.items.append(item)
+        self.times.append(t)
+        if len(self.items) > 2 * limit:
+            del self.items[:-limit]
+            del self.times[:-limit]
+
+    def extend(self, other: ReaderHistory, limit: int) -> None:
+        pairs = sorted(
+            zip(
+                list(self.times) + list(other.times),
+                list(self.items) + list(other.items),
+                strict=True,
+            )
+        )[-limit:]
+        self.times = array("d", [t for t, _ in pairs])
+        self.items = array("i", [i for _, i in pairs])
+
+
+class OnlineState:
+    """Trending counts, reader histories and item facts, indexed by a growing item index."""
+
+    def __init__(self, trending_half_life_hours: float = 6.0, history_length: int = 50) -> None:
+        self.half_life_s = trending_half_life_hours * 3600.0
+        self.history_length = history_length
+        self.lock = threading.RLock()
+        self.item_index: dict[str, int] = {}
+        self.item_ids: list[str] = []
+        cap = 1024
+        self._trend = np.zeros(cap)  # sum of 2**((t - anchor) / half_life) per item
+        self._count = np.zeros(cap, dtype=np.int64)
+        self.published_at = np.full(cap, np.nan)
+        self.expires_at = np.full(cap, np.inf)
+        self.deleted = np.zeros(cap, dtype=bool)
+        self.categories: dict[str, np.ndarray] = {}
+        self.item_category: dict[int, list[str]] = {}
+        self.anchor: float | None = None
+        self.newest_event_time = -math.inf
+        self.readers: dict[str, ReaderHistory] = {}
+        self.events_seen = 0
+
+    # -- the item index ----------------------------------------------------------------
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    def index_of(self, item_id: str) -> int:
+        """The item's index, adding it when new."""
+        idx = self.item_index.get(item_id)
+        if idx is None:
+            idx = len(self.item_ids)
+            self.item_index[item_id] = idx
+            self.item_ids.append(item_id)
+            if idx >= len(self._trend):
+                self._grow(2 * len(self._trend))
+        return idx
+
+    def _grow(self, cap: int) -> None:
+        def pad(a: np.ndarray, fill: float | bool) -> np.ndarray:
+            out = np.full(cap, fill, dtype=a.dtype)
+            out[: len(a)] = a
+            return out
+
+        self._trend = pad(self._trend, 0.0)
+        self._count = pad(self._count, 0)
+        self.published_at = pad(self.published_at, np.nan)
+        self.expires_at = pad(self.expires_at, np.inf)
+        self.deleted = pad(self.deleted, False)
+        self.categories = {k: pad(v, False) for k, v in self.categories.items()}
+
+    def set_item(
+        self,
+        item_id: str,
+        published_at: float | None,
+        categories: Sequence[str],
+        deleted: bool = False,
+        expires_at: float | None = None,
+    ) -> None:
+        """Record catalog facts used to filter and to favour fresh posts."""
+        with self.lock:
+            idx = self.index_of(item_id)
+            self.published_at[idx] = np.nan if published_at is None else published_at
+            self.expires_at[idx] = np.inf if expires_at is None else expires_at
+            self.deleted[idx] = deleted
+            for old in self.item_category.pop(idx, []):
+                self.categories[old][idx] = False
+            for cat in categories:
+                mask = self.categories.get(cat)
+                if mask is None:
+                    mask = self.categories[cat] = np.zeros(len(self._trend), dtype=bool)
+                mask[idx] = True
+            self.item_category[idx] = list(categories)
+
+    # -- events --------------------------------------------------------------------------
+    def observe(
+        self,
+        readers: Sequence[str],
+        item_ids: Sequence[str],
+        timestamps: Sequence[float],
+        merges: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        """Apply acknowledged events; ``merges`` are (session reader, user reader) pairs."""
+        if not item_ids:
+            return
+        with self.lock:
+            for anon, known in merges:
+                self.merge_reader(anon, known)
+            idx = np.fromiter(
+                (self.index_of(i) for i in item_ids), dtype=np.int64, count=len(item_ids)
+            )
+            ts = np.asarray(timestamps, dtype=np.float64)
+            newest = float(ts.max())
+            if self.anchor is None:
+                self.anchor = newest
+            if newest > self.newest_event_time:
+                self.newest_event_time = newest
+            if (self.newest_event_time - self.anchor) / self.half_life_s > _REANCHOR_HALVINGS:
+                self._reanchor(self.newest_event_time)
+            np.add.at(self._trend, idx, np.exp2((ts - self.anchor) / self.half_life_s))
+            np.add.at(self._count, idx, 1)
+            limit = self.history_length
+            for reader, i, t in zip(readers, idx.tolist(), ts.tolist(), strict=True):
+                hist = self.readers.get(reader)
+                if hist is None:
+                    hist = self.readers[reader] = ReaderHistory()
+                hist.add(i, t, limit)
+            self.events_seen += len(item_ids)
+
+    def merge_reader(self, anon: str, known: str) -> None:
+        """Give a reader who just logged in the history they made anonymously."""
+        with self.lock:
+            old = self.readers.pop(anon, None)
+            if old is None:
+                return
+            hist = self.readers.get(known)
+            if hist is None:
+                self.readers[known] = old
+            else:
+                hist.extend(old, self.history_length)
+
+    def _reanchor(self, new_anchor: float) -> None:
+        assert self.anchor is not None
+        self._trend *= np.exp2((self.anchor - new_anchor) / self.half_life_s)
+        self.anchor = new_anchor
+
+    # -- reads ---------------------------------------------------------------------------
+    def trending(self) -> np.ndarray:
+        """Decayed counts per item index, scaled so the top item scores 1 (a copy)."""
+        with self.lock:
+            t = self._trend[: self.n_items].copy()
+        top = t.max() if len(t) else 0.0
+        return t / top if top > 0 else t
+
+    def counts(self) -> np.ndarray:
+        return self._count[: self.n_items]
+
+    def history(self, reader: str) -> tuple[np.ndarray, np.ndarray]:
+        """The reader's newest reads, newest first: (item indices, event times)."""
+        with self.lock:
+            hist = self.readers.get(reader)
+            if hist is None:
+                return np.zeros(0, dtype=np.int64), np.zeros(0)
+            items = np.frombuffer(hist.items, dtype=np.int32)[::-1].astype(np.int64)
+            times = np.frombuffer(hist.times, dtype=np.float64)[::-1].copy()
+        return items[: self.history_length * 2], times[: self.history_length * 2]
+
+    def available(self, now: float) -> np.ndarray:
+        """Mask of items that may be shown: not deleted, not expired, already published."""
+        n = self.n_items
+        pub = self.published_at[:n]
+        return ~self.deleted[:n] & (self.expires_at[:n] > now) & ~(pub > now + 60.0)
+
+    def category_mask(self, category: str) -> np.ndarray:
+        mask = self.categories.get(category)
+        if mask is None:
+            return np.zeros(self.n_items, dtype=bool)
+        return mask[: self.n_items]
+
+
+def load_bulk(
+    state: OnlineState, readers: np.ndarray, item_ids: np.ndarray, timestamps: np.ndarray
+) -> None:
+    """Apply many events at once (start-up replay, evaluation): same result as ``observe``.
+
+    Trending is vectorized; histories are built per reader from the newest events only.
+    """
+    if len(item_ids) == 0:
+        return
+    order = np.argsort(timestamps, kind="stable")
+    readers, item_ids, ts = readers[order], item_ids[order], timestamps[order].astype(float)
+    with state.lock:
+        uniq, inverse = np.unique(item_ids.astype(str), return_inverse=True)
+        live = np.fromiter((state.index_of(str(i)) for i in uniq), dtype=np.int64, count=len(uniq))
+        idx = live[inverse]
+        newest = float(ts[-1])
+        if state.anchor is None:
+            state.anchor = newest
+        state.newest_event_time = max(state.newest_event_time, newest)
+        if (state.newest_event_time - state.anchor) / state.half_life_s > _REANCHOR_HALVINGS:
+            state._reanchor(state.newest_event_time)
+        np.add.at(state._trend, idx, np.exp2((ts - state.anchor) / state.half_life_s))
+        np.add.at(state._count, idx, 1)
+        r_uniq, r_inv = np.unique(readers.astype(str), return_inverse=True)
+        by_reader = np.lexsort((np.arange(len(ts)), r_inv))
+        bounds = np.r_[0, np.flatnonzero(np.diff(r_inv[by_reader])) + 1, len(ts)]
+        limit = state.history_length
+        for k, reader in enumerate(r_uniq.tolist()):
+            rows = by_reader[max(bounds[k], bounds[k + 1] - limit) : bounds[k + 1]]
+            hist = state.readers.get(reader)
+            if hist is None:
+                hist = state.readers[reader] = ReaderHistory()
+                hist.items = array("i", idx[rows].astype(np.int32).tobytes())
+                hist.times = array("d", ts[rows].tobytes())
+                continue
+            for i, t in zip(idx[rows].tolist(), ts[rows].tolist(), strict=True):
+                hist.add(i, t, limit)
+        state.events_seen += len(ts)

@@ -1,0 +1,149 @@
+"""Scoring a reader: the trained artifact combined with the live online state.
+
+A reader's history is read from the online state at request time, so a click made a
+moment ago changes the next answer without retraining. Items the model never saw
+(posts published after training) can still appear through trending and exploration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from clickrec.models.base import Artifact
+from clickrec.models.online import OnlineState
+
+
+@dataclass(frozen=True)
+class Exploration:
+    """Like Personalize's explorationWeight and explorationItemAgeCutOff."""
+
+    weight: float = 0.3  # 0 = pure relevance; up to 1 = strongly favour new, unproven posts
+    item_age_cutoff_days: float = 2.0  # only posts younger than this are explored
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Scores over the live item index, plus how they were made."""
+
+    values: np.ndarray  # float64 per live item index; -inf means never show
+    recipe: str
+
+
+class Scorer:
+    """Binds one artifact to an online state; cheap to rebuild when either changes."""
+
+    def __init__(
+        self,
+        artifact: Artifact | None,
+        state: OnlineState,
+        exploration: Exploration = Exploration(),
+    ) -> None:
+        self.artifact = artifact
+        self.state = state
+        self.exploration = exploration
+        if artifact is not None:
+            with state.lock:
+                live = [state.index_of(str(i)) for i in artifact.item_ids]
+            self.live_of_model = np.asarray(live, dtype=np.int64)
+            self.model_of_live = np.full(max(live, default=-1) + 1, -1, dtype=np.int64)
+            self.model_of_live[self.live_of_model] = np.arange(len(live))
+        else:
+            self.live_of_model = np.zeros(0, dtype=np.int64)
+            self.model_of_live = np.zeros(0, dtype=np.int64)
+
+    @property
+    def recipe(self) -> str:
+        return self.artifact.recipe if self.artifact else "trending-now (no model yet)"
+
+    def personal(self, history: np.ndarray) -> np.ndarray:
+        """Item-item similarity summed over the history, newer reads weighing more."""
+        n = self.state.n_items
+        out = np.zeros(n)
+        art = self.artifact
+        if art is None or len(history) == 0 or art.similarity.nnz == 0:
+            return out
+        known = history[history < len(self.model_of_live)]
+        model_idx = self.model_of_live[known]
+        pos = np.flatnonzero(history < len(self.model_of_live))
+        keep = model_idx >= 0
+        model_idx, pos = model_idx[keep], pos[keep]
+        if len(model_idx) == 0:
+            return out
+        w = np.exp2(-pos / art.params.history_half_life)
+        row = np.asarray(art.similarity[model_idx].T @ w).ravel()
+        out[self.live_of_model] = row
+        top = out.max()
+        return out / top if top > 0 else out
+
+    def freshness(self, now: float) -> np.ndarray:
+        """Exploration bonus for young posts with few reads, fading with age."""
+        ex = self.exploration
+        n = self.state.n_items
+        if ex.weight <= 0:
+            return np.zeros(n)
+        age_days = (now - self.state.published_at[:n]) / 86400.0
+        young = np.clip(1.0 - age_days / ex.item_age_cutoff_days, 0.0, 1.0)
+        young = np.nan_to_num(young, nan=0.0)
+        unproven = 1.0 / (1.0 + self.state.counts() / 10.0)
+        return ex.weight * young * unproven
+
+    def for_reader(self, reader: str) -> Scores:
+        """Scores of every live item for one reader; already-read items are -inf."""
+        state = self.state
+        history, _ = state.history(reader)
+        now = state.newest_event_time if np.isfinite(state.newest_event_time) else 0.0
+        trending = state.trending()
+        if self.artifact is None or self.artifact.recipe in ("trending-now", "popularity-count"):
+            values = trending.copy()
+            recipe = self.recipe
+        else:
+            p = self.artifact.params
+            personal = self.personal(history)
+            # Readers with short histories lean on trending; long ones on their own taste.
+            blend = p.trending_weight + (1.0 - p.trending_weight) * 3.0 / (3.0 + len(history))
+            values = p.personal_weight * personal + blend * trending
+            recipe = self.artifact.recipe
+        values = values + self.freshness(now)
+        values[~state.available(now)] = -np.inf
+        values[history] = -np.inf
+        return Scores(values, recipe)
+
+    def similar(self, item: int) -> np.ndarray:
+        """Scores of items similar to one item (model neighbours, else same category)."""
+        state = self.state
+        n = state.n_items
+        now = state.newest_event_time if np.isfinite(state.newest_event_time) else 0.0
+        values = np.zeros(n)
+        m = self.model_of_live[item] if item < len(self.model_of_live) else -1
+        if self.artifact is not None and m >= 0:
+            row = self.artifact.similarity[m]
+            values[self.live_of_model[row.indices]] = row.data
+        # Posts that share a category come next, by trending, so new posts have neighbours.
+        same = np.zeros(n, dtype=bool)
+        for cat in state.item_category.get(item, []):
+            same |= state.category_mask(cat)
+        values = values + 0.01 * same * (1.0 + state.trending())
+        values[~state.available(now)] = -np.inf
+        values[item] = -np.inf
+        values[values <= 0] = -np.inf
+        return values
+
+
+def top_n(values: np.ndarray, n: int, mask: np.ndarray | None = None) -> np.ndarray:
+    """Indices of the ``n`` best finite scores, best first (fewer if fewer are finite)."""
+    if mask is not None:
+        values = np.where(mask, values, -np.inf)
+    finite = np.isfinite(values)
+    count = int(finite.sum())
+    n = min(n, count)
+    if n <= 0:
+        return np.zeros(0, dtype=np.int64)
+    cand = (
+        np.argpartition(-np.where(finite, values, -np.inf), n - 1)[:n]
+        if n < len(values)
+        else np.arange(len(values))
+    )
+    cand = cand[np.isfinite(values[cand])]
+    return cand[np.argsort(-values[cand], kind="stable")][:n]

@@ -1,0 +1,1 @@
+"""Serving: the live model, the online state, filters and hot swap."""

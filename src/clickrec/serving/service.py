@@ -1,0 +1,217 @@
+"""The recommender a server runs: live model + online state, kept fresh in the background.
+
+Events acknowledged by this process are applied before the response returns
+(read-your-writes). Events written by anyone else (an import, another server) are picked
+up by tailing the log. A newly published model is loaded beside the old one and swapped
+in with one assignment, so no request fails during the swap.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clickrec.backends.base import EventLog
+from clickrec.backends.sql_catalog import SQLCatalog
+from clickrec.core.errors import InvalidInput, NotFound
+from clickrec.core.schema import reader_key
+from clickrec.models.base import Artifact
+from clickrec.models.online import OnlineState, load_bulk
+from clickrec.models.scoring import Exploration, Scorer, top_n
+
+log = logging.getLogger("clickrec.serving")
+
+
+@dataclass(frozen=True)
+class Ranked:
+    recommendation_id: str
+    model_version: str | None
+    recipe: str
+    items: list[dict[str, Any]]
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+class Recommender:
+    def __init__(
+        self,
+        log_store: EventLog,
+        catalog: SQLCatalog,
+        models_root: Path,
+        state: OnlineState,
+        exploration: Exploration,
+        replay_events: int,
+    ) -> None:
+        self.log_store = log_store
+        self.catalog = catalog
+        self.models_root = models_root
+        self.state = state
+        self.exploration = exploration
+        self.scorer = Scorer(None, state, exploration)
+        self.model_version: str | None = None
+        self._applied_here: set[int] = set()
+        self._cursor = 0
+        self._catalog_seq = 0
+        self._tail_lock = threading.Lock()
+        self._replay(replay_events)
+        self.refresh_catalog()
+        self.refresh_model()
+
+    # -- keeping fresh -------------------------------------------------------------------
+    def _replay(self, last: int) -> None:
+        """Rebuild the online state from the newest events of the log."""
+        self._cursor = self.log_store.last_seq()
+        if last <= 0 or self._cursor == 0:
+            return
+        table = self.log_store.read_tail(last)
+        if table.num_rows:
+            self._apply_table(table)
+        log.info("online state rebuilt from %d events", table.num_rows)
+
+    def _apply_table(self, table: Any) -> None:
+        cols = table.to_pydict()
+        readers = np.array(
+            [reader_key(u, s) for u, s in zip(cols["user_id"], cols["session_id"], strict=True)]
+        )
+        self._merge_logins(cols["user_id"], cols["session_id"])
+        load_bulk(
+            self.state, readers, np.array(cols["item_id"]), np.array(cols["timestamp"], dtype=float)
+        )
+
+    def _merge_logins(self, users: list[str | None], sessions: list[str]) -> None:
+        for u, s in zip(users, sessions, strict=True):
+            if u and f"s:{s}" in self.state.readers:
+                self.state.merge_reader(f"s:{s}", f"u:{u}")
+
+    def apply(self, records: list[dict[str, Any]], seqs: list[int]) -> None:
+        """Apply events this process just appended (before the HTTP response)."""
+        with self._tail_lock:
+            self._applied_here.update(s for s in seqs if s > self._cursor)
+        merges = [
+            (f"s:{r['session_id']}", f"u:{r['user_id']}")
+            for r in records
+            if r["user_id"] and f"s:{r['session_id']}" in self.state.readers
+        ]
+        self.state.observe(
+            [reader_key(r["user_id"], r["session_id"]) for r in records],
+            [r["item_id"] for r in records],
+            [r["timestamp"] for r in records],
+            merges,
+        )
+
+    def catch_up(self, limit: int = 10_000) -> int:
+        """Apply events appended by other processes; returns how many were new here."""
+        with self._tail_lock:
+            table = self.log_store.read(self._cursor, limit)
+            if table.num_rows == 0:
+                return 0
+            seqs = table.column("seq").to_pylist()
+            fresh = [i for i, s in enumerate(seqs) if s not in self._applied_here]
+            self._applied_here.difference_update(seqs)
+            self._cursor = seqs[-1]
+        if fresh:
+            self._apply_table(table.take(fresh))
+        return len(fresh)
+
+    def refresh_catalog(self) -> int:
+        """Pick up item changes (new posts, edits, deletions) from the catalog."""
+        changed = self.catalog.items_changed_since(self._catalog_seq)
+        for item in changed:
+            self.state.set_item(
+                item["item_id"],
+                item["published_at"],
+                item["categories"],
+                item["deleted"],
+                item["expires_at"],
+            )
+            self._catalog_seq = max(self._catalog_seq, int(item["change_seq"]))
+        return len(changed)
+
+    def refresh_model(self) -> bool:
+        """Load the live model version if it changed; True when a swap happened."""
+        live = self.catalog.live_model()
+        if live is None or live["version"] == self.model_version:
+            return False
+        artifact = Artifact.load(Path(live["path"]))
+        scorer = Scorer(artifact, self.state, self.exploration)
+        self.scorer, self.model_version = scorer, live["version"]
+        log.info("now serving model %s (%s)", live["version"], artifact.recipe)
+        return True
+
+    def run_background(self, stop: threading.Event, interval: float, model_poll: float) -> None:
+        """Tail the log, the catalog and the registry until ``stop`` is set."""
+        since_model = 0.0
+        while not stop.wait(interval):
+            try:
+                while self.catch_up() > 0:
+                    pass
+                self.refresh_catalog()
+                since_model += interval
+                if since_model >= model_poll:
+                    since_model = 0.0
+                    self.refresh_model()
+            except Exception:  # noqa: BLE001 - a failed pass is logged and retried
+                log.exception("background refresh failed")
+
+    # -- answering -----------------------------------------------------------------------
+    def _response(self, recipe: str, idx: np.ndarray, values: np.ndarray) -> Ranked:
+        ids = self.state.item_ids
+        items = [{"item_id": ids[i], "score": round(float(values[i]), 6)} for i in idx]
+        return Ranked(uuid.uuid4().hex, self.model_version, recipe, items)
+
+    def _mask(self, category: str | None) -> np.ndarray | None:
+        return None if category is None else self.state.category_mask(category)
+
+    def recommend(
+        self, user_id: str | None, session_id: str | None, n: int, category: str | None = None
+    ) -> Ranked:
+        if not user_id and not session_id:
+            raise InvalidInput("give user_id or session_id")
+        reader = reader_key(user_id, session_id or "")
+        scorer = self.scorer
+        with self.state.lock:
+            scores = scorer.for_reader(reader)
+            idx = top_n(scores.values, n, self._mask(category))
+            return self._response(scores.recipe, idx, scores.values)
+
+    def trending(self, n: int, category: str | None = None) -> Ranked:
+        with self.state.lock:
+            now = self.state.newest_event_time
+            values = self.state.trending()
+            values[~self.state.available(now if np.isfinite(now) else 0.0)] = -np.inf
+            values[values <= 0] = -np.inf
+            idx = top_n(values, n, self._mask(category))
+            return self._response("trending-now", idx, values)
+
+    def similar(self, item_id: str, n: int, category: str | None = None) -> Ranked:
+        scorer = self.scorer
+        with self.state.lock:
+            item = self.state.item_index.get(item_id)
+            if item is None:
+                raise NotFound(f"unknown item: {item_id}")
+            values = scorer.similar(item)
+            idx = top_n(values, n, self._mask(category))
+            return self._response("similar-items", idx, values)
+
+    def rank(self, user_id: str | None, session_id: str | None, item_ids: list[str]) -> Ranked:
+        """Reorder the given items for one reader, best first, each with its score."""
+        if not user_id and not session_id:
+            raise InvalidInput("give user_id or session_id")
+        scorer = self.scorer
+        with self.state.lock:
+            unknown = [i for i in item_ids if i not in self.state.item_index]
+            if unknown:
+                raise InvalidInput(f"unknown item_ids: {', '.join(unknown[:10])}")
+            idx = np.array([self.state.item_index[i] for i in item_ids], dtype=np.int64)
+            scores = scorer.for_reader(reader_key(user_id, session_id or ""))
+            values = np.nan_to_num(scores.values[idx], neginf=-1.0)
+            order = np.argsort(-values, kind="stable")
+            items = [{"item_id": item_ids[k], "score": round(float(values[k]), 6)} for k in order]
+            return Ranked(uuid.uuid4().hex, self.model_version, scores.recipe, items)

@@ -1,0 +1,1 @@
+"""Synthetic data and contract suites the package ships for its own and users' tests."""

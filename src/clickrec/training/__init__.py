@@ -1,0 +1,1 @@
+"""Training pipeline: readiness → dataset → fit → evaluate → gate → publish."""

@@ -1,0 +1,64 @@
+"""From stored events (a pyarrow table) to index-space interactions, and the readiness check."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from clickrec.core.errors import NotEnoughData
+from clickrec.models.base import Interactions
+
+TRAINING_COLUMNS = ("seq", "timestamp", "user_id", "session_id", "item_id", "event_type")
+
+
+def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """Dense integer codes for a string column, and the distinct values in code order."""
+    encoded = pc.dictionary_encode(column).combine_chunks()
+    return (
+        encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32),
+        np.asarray(encoded.dictionary.to_pylist(), dtype=object),
+    )
+
+
+def reader_column(table: pa.Table) -> pa.ChunkedArray:
+    """``u:<user_id>`` where the user is known, else ``s:<session_id>`` (vectorized)."""
+    users = pc.binary_join_element_wise("u:", table.column("user_id"), "")
+    sessions = pc.binary_join_element_wise("s:", table.column("session_id"), "")
+    return pc.if_else(pc.is_null(table.column("user_id")), sessions, users)
+
+
+def to_interactions(table: pa.Table) -> Interactions:
+    """Index-space arrays, sorted by event time (stable on seq)."""
+    table = table.sort_by([("timestamp", "ascending"), ("seq", "ascending")])
+    reader, reader_ids = _codes(reader_column(table))
+    item, item_ids = _codes(table.column("item_id"))
+    session_key = pc.binary_join_element_wise(reader_column(table), table.column("session_id"), "|")
+    session, _ = _codes(session_key)
+    ts = table.column("timestamp").to_numpy().astype(np.float64)
+    return Interactions(reader, item, session, ts, item_ids.astype(str), reader_ids.astype(str))
+
+
+@dataclass(frozen=True)
+class Readiness:
+    interactions: int
+    active_readers: int  # readers with at least `min_events_per_user` events
+
+    def check(self, min_interactions: int, min_readers: int) -> None:
+        """Raise NotEnoughData naming what is missing, like Personalize's thresholds."""
+        missing = []
+        if self.interactions < min_interactions:
+            missing.append(f"have {self.interactions} interactions, need {min_interactions}")
+        if self.active_readers < min_readers:
+            missing.append(
+                f"have {self.active_readers} readers with 2 or more events, need {min_readers}"
+            )
+        if missing:
+            raise NotEnoughData("not enough data: " + "; ".join(missing))
+
+
+def readiness(data: Interactions, min_events_per_reader: int = 2) -> Readiness:
+    counts = np.bincount(data.reader, minlength=data.n_readers)
+    return Readiness(len(data), int((counts >= min_events_per_reader).sum()))

@@ -1,0 +1,209 @@
+"""The training pipeline (the Step Functions state machine), one run at a time.
+
+readiness → dataset (lake + log tail, through DuckDB) → evaluate candidate recipes on a
+time holdout → fit the best on all data → gate against the live model → publish.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from clickrec.backends.base import EventLog, Lake
+from clickrec.backends.sql_catalog import SQLCatalog
+from clickrec.config import Settings
+from clickrec.core.clock import Clock
+from clickrec.core.errors import NotEnoughData
+from clickrec.evaluation.split import temporal_split
+from clickrec.lake.reader import load_events
+from clickrec.models.base import RecipeParams
+from clickrec.models.recipes import fit
+from clickrec.models.scoring import Exploration
+from clickrec.training.dataset import TRAINING_COLUMNS, readiness, to_interactions
+from clickrec.training.evaluate import evaluate_recipe
+
+log = logging.getLogger("clickrec.training")
+
+GATE_METRIC = "ndcg@10"
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    recipe: str
+    params: RecipeParams
+
+
+def candidates(base: RecipeParams) -> list[Candidate]:
+    """The recipes and settings each run compares on the holdout."""
+    return [
+        Candidate("trending-now", "trending-now", base),
+        Candidate("user-personalization", "user-personalization", base),
+        Candidate(
+            "user-personalization/more-trending",
+            "user-personalization",
+            replace(base, trending_weight=0.8),
+        ),
+        Candidate(
+            "user-personalization/long-memory",
+            "user-personalization",
+            replace(base, history_half_life=20.0),
+        ),
+    ]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    model_version: str
+    published: bool
+    metrics: dict[str, Any]
+
+
+class Pipeline:
+    def __init__(
+        self,
+        settings: Settings,
+        log_store: EventLog,
+        lake: Lake,
+        catalog: SQLCatalog,
+        models_root: Path,
+        clock: Clock,
+    ) -> None:
+        self.settings = settings
+        self.log_store = log_store
+        self.lake = lake
+        self.catalog = catalog
+        self.models_root = models_root
+        self.clock = clock
+
+    def item_facts(self) -> dict[str, tuple[float | None, list[str]]]:
+        rows = self.catalog.items_changed_since(0, limit=10_000_000)
+        return {
+            r["item_id"]: (r["published_at"], r["categories"]) for r in rows if not r["deleted"]
+        }
+
+    def run(self, run_id: str, progress: Progress = lambda step: None) -> RunResult:
+        """Run every step; raises NotEnoughData before doing any heavy work."""
+        cfg, serve = self.settings.training, self.settings.serving
+        started = time.monotonic()
+        progress("dataset")
+        last_seq = self.log_store.last_seq()
+        table = load_events(self.lake, self.log_store, columns=TRAINING_COLUMNS)
+        data = to_interactions(table)
+        progress("readiness")
+        readiness(data, cfg.min_events_per_user).check(cfg.min_interactions, cfg.min_users)
+        facts = self.item_facts()
+        exploration = Exploration(serve.exploration_weight, serve.exploration_item_age_cutoff_days)
+        base = RecipeParams(half_life_hours=cfg.half_life_hours, neighbours=cfg.neighbours)
+        try:
+            split = temporal_split(
+                data.reader,
+                data.item,
+                data.timestamp,
+                data.n_readers,
+                data.n_items,
+                cfg.holdout_fraction,
+            )
+        except ValueError as exc:
+            raise NotEnoughData(f"not enough data for a time holdout: {exc}") from exc
+        scores: dict[str, dict[str, float]] = {}
+        for cand in candidates(base):
+            progress(f"evaluate {cand.name}")
+            scores[cand.name] = evaluate_recipe(
+                cand.recipe,
+                cand.params,
+                data,
+                split,
+                facts,
+                exploration,
+                serve.trending_half_life_hours,
+                serve.history_length,
+            )
+        best = max(candidates(base), key=lambda c: scores[c.name][GATE_METRIC])
+        progress(f"fit {best.name}")
+        artifact = fit(best.recipe, data, best.params)
+        metrics = {
+            "chosen": best.name,
+            GATE_METRIC: scores[best.name][GATE_METRIC],
+            "holdout": scores[best.name],
+            "candidates": {
+                k: {m: v[m] for m in ("ndcg@10", "precision@10", "mrr@20", "coverage@20")}
+                for k, v in scores.items()
+            },
+            "interactions": len(data),
+            "items": data.n_items,
+            "readers": data.n_readers,
+            "last_seq": last_seq,
+            "train_seconds": round(time.monotonic() - started, 2),
+        }
+        artifact.metrics = metrics
+        progress("gate")
+        live = self.catalog.live_model()
+        publish = self._passes_gate(metrics[GATE_METRIC], live)
+        version = time.strftime("v%Y%m%d-%H%M%S", time.gmtime(self.clock.now())) + f"-{run_id[:6]}"
+        folder = self.models_root / version
+        artifact.save(folder)
+        progress("publish" if publish else "keep live model")
+        self.catalog.add_model_version(
+            {
+                "version": version,
+                "created_at": self.clock.now(),
+                "recipe": artifact.recipe,
+                "run_id": run_id,
+                "path": str(folder.resolve()),
+                "metrics": metrics,
+                "info": {"chosen": best.name},
+            },
+            make_live=publish,
+        )
+        return RunResult(version, publish, metrics)
+
+    def _passes_gate(self, score: float, live: dict[str, Any] | None) -> bool:
+        """Publish unless clearly worse than the live model (beyond the tolerance)."""
+        if live is None:
+            return True
+        live_score = float(live["metrics"].get(GATE_METRIC, 0.0))
+        return score >= live_score * (1.0 - self.settings.training.gate_tolerance)
+
+
+def execute_run(
+    pipeline: Pipeline,
+    catalog: SQLCatalog,
+    run_id: str,
+    clock: Clock,
+    on_step: Progress = lambda step: None,
+) -> None:
+    """Run one pending run to its end state, recording every step in the registry."""
+    if not catalog.claim_run(run_id, clock.now()):
+        return
+
+    def progress(step: str) -> None:
+        catalog.update_run(run_id, step=step)
+        on_step(step)
+
+    try:
+        result = pipeline.run(run_id, progress=progress)
+    except NotEnoughData as exc:
+        catalog.update_run(run_id, state="failed", error=str(exc), finished_at=clock.now())
+        return
+    except Exception as exc:  # noqa: BLE001 - a failed run is recorded, never lost
+        log.exception("training run %s failed", run_id)
+        catalog.update_run(
+            run_id, state="failed", error=f"{type(exc).__name__}: {exc}", finished_at=clock.now()
+        )
+        return
+    catalog.update_run(
+        run_id,
+        state="succeeded",
+        finished_at=clock.now(),
+        model_version=result.model_version,
+        published=result.published,
+        metrics=result.metrics,
+        step="done",
+        last_seq=result.metrics["last_seq"],
+    )

@@ -1,0 +1,70 @@
+"""Starts training runs: queued ones, on a schedule, and when the data first suffices."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from clickrec.backends.base import EventLog
+from clickrec.backends.sql_catalog import SQLCatalog
+from clickrec.config import TrainingSettings
+from clickrec.core.clock import Clock
+from clickrec.training.pipeline import Pipeline, execute_run
+
+log = logging.getLogger("clickrec.scheduler")
+
+
+class Trainer:
+    """One worker per server: runs pending runs and decides when to start new ones."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        catalog: SQLCatalog,
+        log_store: EventLog,
+        settings: TrainingSettings,
+        clock: Clock,
+    ) -> None:
+        self.pipeline = pipeline
+        self.catalog = catalog
+        self.log_store = log_store
+        self.settings = settings
+        self.clock = clock
+        self.wake = threading.Event()
+        self._threshold_seq = 0  # log size when the last threshold attempt was made
+
+    def due_trigger(self) -> str | None:
+        """Why a run should start now, or None."""
+        last_seq = self.log_store.last_seq()
+        if self.catalog.list_runs(states=("pending", "running"), limit=1):
+            return None
+        done = self.catalog.list_runs(states=("succeeded",), limit=1)
+        if not done:
+            grown = last_seq >= max(self.settings.min_interactions, self._threshold_seq * 1.1)
+            if grown and last_seq > self._threshold_seq:
+                self._threshold_seq = last_seq
+                return "threshold"
+            return None
+        latest = done[0]
+        age_hours = (self.clock.now() - (latest["finished_at"] or 0.0)) / 3600.0
+        if age_hours >= self.settings.schedule_hours and last_seq > (latest["last_seq"] or 0):
+            return "schedule"
+        return None
+
+    def step(self) -> None:
+        """Start a run if one is due, then run every pending run."""
+        trigger = self.due_trigger()
+        if trigger:
+            run = self.catalog.create_run(trigger, self.clock.now())
+            log.info("training run %s started (%s)", run["id"], trigger)
+        for run in reversed(self.catalog.list_runs(states=("pending",))):
+            execute_run(self.pipeline, self.catalog, run["id"], self.clock)
+
+    def run_forever(self, stop: threading.Event, interval: float) -> None:
+        while not stop.is_set():
+            try:
+                self.step()
+            except Exception:  # noqa: BLE001 - the trainer must outlive one bad pass
+                log.exception("trainer pass failed")
+            self.wake.wait(interval)
+            self.wake.clear()

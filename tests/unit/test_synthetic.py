@@ -1,0 +1,223 @@
+"""The synthetic blog clickstream: deterministic, fresh-news-shaped, topical and writable."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+from clickrec.testing.synthetic import (
+    CATEGORY_NAMES,
+    Blog,
+    BlogSpec,
+    blog_interactions_as_events,
+    generate_blog,
+    write_blog,
+)
+
+SPEC = BlogSpec(users=2000, days=10, seed=7)
+DAY = 86400.0
+
+
+@pytest.fixture(scope="module")
+def blog() -> Blog:
+    """One medium-sized blog shared by the read-only checks."""
+    return generate_blog(SPEC)
+
+
+def _published_at_read(blog: Blog) -> np.ndarray:
+    """The publication time of the post behind each interaction."""
+    index = pc.index_in(blog.interactions["item_id"], value_set=blog.items["item_id"])
+    return blog.items["published_at"].to_numpy()[index.to_numpy()]
+
+
+def _primary_categories(blog: Blog) -> np.ndarray:
+    """The primary category of the post behind each interaction."""
+    primary = pc.list_element(pc.split_pattern(blog.items["categories"], "|"), 0)
+    index = pc.index_in(blog.interactions["item_id"], value_set=blog.items["item_id"])
+    return primary.to_numpy(zero_copy_only=False)[index.to_numpy()]
+
+
+def test_same_seed_gives_identical_tables_and_another_seed_differs() -> None:
+    spec = BlogSpec(users=300, days=4, seed=3)
+    first, again = generate_blog(spec), generate_blog(spec)
+    other = generate_blog(BlogSpec(users=300, days=4, seed=4))
+    assert first.items.equals(again.items)
+    assert first.interactions.equals(again.interactions)
+    assert not first.items.equals(other.items)
+    assert not first.interactions.equals(other.interactions)
+
+
+def test_tables_have_the_documented_columns_and_types(blog: Blog) -> None:
+    assert blog.items.schema == pa.schema(
+        [
+            ("item_id", pa.string()),
+            ("published_at", pa.float64()),
+            ("categories", pa.string()),
+            ("tags", pa.string()),
+            ("author", pa.string()),
+            ("title", pa.string()),
+            ("text", pa.string()),
+            ("url", pa.string()),
+        ]
+    )
+    assert blog.interactions.schema == pa.schema(
+        [
+            ("user_id", pa.string()),
+            ("session_id", pa.string()),
+            ("item_id", pa.string()),
+            ("event_type", pa.string()),
+            ("timestamp", pa.float64()),
+            ("event_value", pa.float64()),
+        ]
+    )
+
+
+def test_posts_are_published_every_day_with_their_metadata(blog: Blog) -> None:
+    items = blog.items
+    day = (items["published_at"].to_numpy() - SPEC.start) // DAY
+    assert np.bincount(day.astype(int)).tolist() == [SPEC.posts_per_day] * SPEC.days
+    ids = items["item_id"].to_pylist()
+    assert ids[:2] == ["p000000", "p000001"] and len(set(ids)) == len(ids)
+    assert items["url"][5].as_py() == f"https://blog.example/posts/{ids[5]}"
+    assert all(1 <= len(c.split("|")) <= 2 for c in items["categories"].to_pylist())
+    assert all(2 <= len(t.split("|")) <= 4 for t in items["tags"].to_pylist())
+    assert all(20 <= len(t.split()) <= 40 for t in items["text"].to_pylist())
+    assert {c.split("|")[0] for c in items["categories"].to_pylist()} <= set(CATEGORY_NAMES)
+
+
+def test_posts_of_one_category_share_vocabulary(blog: Blog) -> None:
+    primary = [c.split("|")[0] for c in blog.items["categories"].to_pylist()]
+    words = [set(t.lower().rstrip(".").split()) for t in blog.items["text"].to_pylist()]
+    same = [
+        len(words[i] & words[j]) for i in range(60) for j in range(i) if primary[i] == primary[j]
+    ]
+    other = [
+        len(words[i] & words[j]) for i in range(60) for j in range(i) if primary[i] != primary[j]
+    ]
+    assert np.mean(same) > 1.5 * np.mean(other)
+
+
+def test_no_interaction_happens_before_its_post_is_published(blog: Blog) -> None:
+    timestamps = blog.interactions["timestamp"].to_numpy()
+    assert (timestamps > _published_at_read(blog)).all()
+    assert (np.diff(timestamps) >= 0).all()
+
+
+def test_interest_decays_fast_with_a_posts_age(blog: Blog) -> None:
+    age_hours = (blog.interactions["timestamp"].to_numpy() - _published_at_read(blog)) / 3600
+    assert np.median(age_hours) < 2 * SPEC.half_life_hours
+    slow = generate_blog(BlogSpec(users=500, days=10, half_life_hours=48.0, seed=7))
+    slow_age = (slow.interactions["timestamp"].to_numpy() - _published_at_read(slow)) / 3600
+    assert np.median(slow_age) > 1.3 * np.median(age_hours)
+
+
+def test_readers_are_topical(blog: Blog) -> None:
+    _, user = np.unique(
+        blog.interactions["user_id"].to_numpy(zero_copy_only=False), return_inverse=True
+    )
+    _, category = np.unique(_primary_categories(blog), return_inverse=True)
+    counts = np.zeros((user.max() + 1, SPEC.categories))
+    np.add.at(counts, (user, category), 1)
+    regular = counts[counts.sum(axis=1) >= 10]
+    shares = regular.max(axis=1) / regular.sum(axis=1)
+    assert len(shares) > 100
+    assert shares.mean() > 3 / SPEC.categories
+
+
+def test_sessions_have_several_reads_that_stay_on_topic(blog: Blog) -> None:
+    sessions = blog.interactions["session_id"].to_numpy(zero_copy_only=False)
+    items = blog.interactions["item_id"].to_numpy(zero_copy_only=False)
+    _, reads = np.unique(sessions, return_counts=True)
+    assert 2.0 < reads.mean() < 4.0
+    assert len(set(zip(sessions, items, strict=True))) == len(items)  # no repeat in a session
+    order = np.argsort(sessions, kind="stable")
+    categories = _primary_categories(blog)[order]
+    consecutive = sessions[order][1:] == sessions[order][:-1]
+    assert (categories[1:] == categories[:-1])[consecutive].mean() > 0.4
+
+
+def test_a_few_posts_are_hits_and_readers_differ_in_activity(blog: Blog) -> None:
+    _, per_post = np.unique(
+        blog.interactions["item_id"].to_numpy(zero_copy_only=False), return_counts=True
+    )
+    assert np.percentile(per_post, 99) > 4 * np.median(per_post)
+    _, per_user = np.unique(
+        blog.interactions["user_id"].to_numpy(zero_copy_only=False), return_counts=True
+    )
+    assert np.percentile(per_user, 90) > 3 * np.median(per_user)
+
+
+def test_reads_carry_seconds_and_views_carry_none(blog: Blog) -> None:
+    kind = blog.interactions["event_type"].to_numpy(zero_copy_only=False)
+    value = blog.interactions["event_value"].to_numpy(zero_copy_only=False)
+    assert set(kind) == {"read", "view"}
+    assert 0.2 < (kind == "view").mean() < 0.4
+    assert np.isnan(value[kind == "view"]).all()
+    assert ((value[kind == "read"] >= 10) & (value[kind == "read"] <= 300)).all()
+
+
+def test_size_is_tens_of_thousands_for_two_thousand_readers_over_ten_days(blog: Blog) -> None:
+    assert 10_000 < blog.interactions.num_rows < 100_000
+    assert blog.items.num_rows == SPEC.days * SPEC.posts_per_day
+
+
+def test_many_categories_are_named_after_the_list_and_one_category_works() -> None:
+    wide = generate_blog(BlogSpec(users=200, days=3, categories=20))
+    names = {c for cell in wide.items["categories"].to_pylist() for c in cell.split("|")}
+    extra = {f"cat{i}" for i in range(13, 21)}
+    assert names & extra and not names - extra - set(CATEGORY_NAMES)
+    single = generate_blog(BlogSpec(users=200, days=3, categories=1))
+    assert set(single.items["categories"].to_pylist()) == {"politics"}
+    assert single.interactions.num_rows > 0
+
+
+def test_spec_rejects_impossible_values() -> None:
+    with pytest.raises(ValueError):
+        BlogSpec(users=0)
+    with pytest.raises(ValueError):
+        BlogSpec(reads_per_session=0.5)
+    with pytest.raises(ValueError):
+        BlogSpec(half_life_hours=0)
+
+
+def test_no_sessions_gives_empty_interactions() -> None:
+    quiet = generate_blog(BlogSpec(users=50, days=2, sessions_per_user_per_day=0.0))
+    assert quiet.interactions.num_rows == 0
+    assert quiet.items.num_rows == 80
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_write_blog_round_trips(tmp_path, fmt: str) -> None:
+    small = generate_blog(BlogSpec(users=100, days=2))
+    paths = write_blog(small, tmp_path / "out", fmt=fmt)
+    assert paths == {
+        "items": tmp_path / "out" / f"items.{fmt}",
+        "interactions": tmp_path / "out" / f"interactions.{fmt}",
+    }
+    for name, table in (("items", small.items), ("interactions", small.interactions)):
+        if fmt == "csv":
+            options = pacsv.ConvertOptions(column_types=table.schema)
+            back = pacsv.read_csv(paths[name], convert_options=options)
+        else:
+            back = pq.read_table(paths[name])
+        assert back.equals(table)
+
+
+def test_write_blog_rejects_other_formats(tmp_path) -> None:
+    with pytest.raises(ValueError):
+        write_blog(generate_blog(BlogSpec(users=10, days=1)), tmp_path, fmt="json")
+
+
+def test_interactions_as_events_omit_null_values(blog: Blog) -> None:
+    events = blog_interactions_as_events(blog)
+    assert len(events) == blog.interactions.num_rows
+    keys = {"user_id", "session_id", "item_id", "event_type", "timestamp"}
+    for event in events[:500]:
+        if event["event_type"] == "view":
+            assert set(event) == keys
+        else:
+            assert set(event) == keys | {"event_value"} and event["event_value"] >= 10
