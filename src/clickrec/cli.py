@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import uvicorn
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -44,6 +48,17 @@ def _engine(home: Path | None, serving: bool = False) -> Any:
     from clickrec.engine import Engine
 
     return Engine(_settings(home), serving=serving)
+
+
+class GracefulServer(uvicorn.Server):
+    """Stops on SIGINT/SIGTERM after draining in-flight requests, then returns (uvicorn
+    would re-raise the signal) so the engine flushes its consumers and exits with 0."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self.handle_exit)
+        yield
 
 
 def _fail(exc: ClickrecError) -> typer.Exit:
@@ -96,8 +111,6 @@ def serve(
     train_interval: Annotated[float, typer.Option(help="Seconds between trainer checks.")] = 30.0,
 ) -> None:
     """Run the HTTP server with the archive consumer, the refresher and the trainer."""
-    import uvicorn
-
     from clickrec.api.app import create_app
     from clickrec.engine import Engine
 
@@ -118,7 +131,7 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=10,
     )
-    server = uvicorn.Server(config)
+    server = GracefulServer(config)
     try:
         server.run()
     finally:

@@ -44,7 +44,7 @@ class EventLog(Protocol):
         ...
 
     def history(self, reader_column: str, reader: str, limit: int) -> pa.Table:
-        """The newest ``limit`` events of one reader (``user_id`` or ``session_id``), newest first."""
+        """The newest ``limit`` events of one reader (by ``user_id`` or ``session_id``)."""
         ...
 
     def get_offset(self, consumer: str) -> int:

@@ -1,0 +1,37 @@
+"""Shared fixtures: a real engine on a temporary home, its app, and keys of every scope."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from clickrec.api.app import create_app
+from clickrec.config import load_settings
+from clickrec.engine import Engine
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    settings = load_settings(tmp_path / "home", environ={})
+    eng = Engine(settings)
+    yield eng
+    eng.close()
+
+
+@pytest.fixture
+def client(engine: Engine) -> Iterator[TestClient]:
+    with TestClient(create_app(engine)) as c:
+        yield c
+
+
+@pytest.fixture
+def keys(engine: Engine) -> dict[str, dict[str, str]]:
+    """Authorization headers per scope."""
+    out = {}
+    for scope in ("ingest", "read", "admin"):
+        key, _ = engine.keys.create(scope, None, engine.clock.now())
+        out[scope] = {"Authorization": f"Bearer {key}"}
+    return out

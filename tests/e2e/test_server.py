@@ -1,0 +1,222 @@
+"""End to end: a real `clickrec serve` process, driven over real HTTP and the real CLI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import httpx
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+CLI = [sys.executable, "-m", "clickrec.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cli(home: Path, *args: str) -> str:
+    done = subprocess.run(
+        [*CLI, *args, "--home", str(home)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "CLICKREC_HOME": str(home)},
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def key_from(output: str) -> str:
+    return next(line for line in output.splitlines() if line.startswith("ck_"))
+
+
+def wait_for(check, timeout: float = 60.0, every: float = 0.2):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("timed out waiting")
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, Path, dict[str, str], subprocess.Popen]]:
+    home = tmp_path / "home"
+    admin = key_from(cli(home, "init"))
+    port = free_port()
+    proc = subprocess.Popen(
+        [*CLI, "serve", "--home", str(home), "--port", str(port), "--train-interval", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_for(healthy, 60)
+        yield url, home, {"Authorization": f"Bearer {admin}"}, proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def test_keys_items_events_train_recommend_click(server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    url, home, admin, proc = server
+    ingest = {
+        "Authorization": f"Bearer {key_from(cli(home, 'keys', 'create', '--scope', 'ingest'))}"
+    }
+    read = {"Authorization": f"Bearer {key_from(cli(home, 'keys', 'create', '--scope', 'read'))}"}
+    with httpx.Client(base_url=url, timeout=30) as http:
+        _scenario(http, home, tmp_path, admin, ingest, read, proc)
+
+
+def _scenario(http, home, tmp_path, admin, ingest, read, proc) -> None:  # type: ignore[no-untyped-def]
+    # History is imported with the CLI while the server runs; the server tails it.
+    demo = tmp_path / "demo"
+    subprocess.run(
+        [
+            *CLI,
+            "demo",
+            "generate",
+            "--out",
+            str(demo),
+            "--users",
+            "400",
+            "--days",
+            "7",
+            "--posts-per-day",
+            "25",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    cli(home, "import", "items", str(demo / "items.csv"))
+    imported = cli(home, "import", "interactions", str(demo / "interactions.csv"))
+    total = int(imported.split()[0])
+    assert total > 1000
+
+    assert http.get("/v1/trending", headers=ingest).status_code == 403
+    trending = wait_for(lambda: http.get("/v1/trending", headers=read).json()["items"])
+    assert trending
+
+    # Training through the API; the server swaps to the new model without a restart.
+    run = http.post("/v1/training-runs", headers=admin)
+    assert run.status_code == 202
+    run_id = run.json()["id"]
+    done = wait_for(
+        lambda: (
+            (r := http.get(f"/v1/training-runs/{run_id}", headers=admin).json())["state"]
+            in ("succeeded", "failed")
+            and r
+        ),
+        timeout=120,
+    )
+    assert done["state"] == "succeeded", done
+    version = done["model_version"]
+    reader = {"user_id": "e2e-reader", "session_id": "e2e-session", "num_results": 10}
+    before = wait_for(
+        lambda: (
+            (b := http.get("/v1/recommendations", params=reader, headers=read).json())[
+                "model_version"
+            ]
+            == version
+            and b
+        )
+    )
+    assert len(before["items"]) == 10
+
+    clicked = before["items"][2]["item_id"]
+    sent = http.post(
+        "/v1/events",
+        headers=ingest,
+        json={
+            "events": [
+                {
+                    "user_id": "e2e-reader",
+                    "session_id": "e2e-session",
+                    "item_id": clicked,
+                    "event_type": "read",
+                    "event_value": 42.0,
+                }
+            ]
+        },
+    )
+    assert sent.status_code == 202 and sent.json() == {"accepted": 1, "duplicates": 0}
+    after = http.get("/v1/recommendations", params=reader, headers=read).json()
+    assert clicked not in [i["item_id"] for i in after["items"]]
+    assert [i["item_id"] for i in after["items"]] != [i["item_id"] for i in before["items"]]
+
+    status = http.get("/v1/models", headers=admin).json()
+    assert status["live_version"] == version == status["served_version"]
+
+    # The archive consumer puts every event in the lake exactly once.
+    lake = home / "lake" / "events"
+    wait_for(lambda: any(lake.glob("*/*.parquet")), timeout=30)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    rows = duckdb.sql(
+        f"SELECT count(*), count(DISTINCT seq) FROM read_parquet('{lake}/*/*.parquet', "
+        "hive_partitioning=true)"
+    ).fetchall()[0]
+    assert rows == (total + 1, total + 1)
+
+
+def test_bad_input_never_gets_a_5xx(server) -> None:  # type: ignore[no-untyped-def]
+    url, _, admin, _ = server
+    with httpx.Client(base_url=url, timeout=30) as http:
+        _never_5xx(http, admin)
+
+
+def _never_5xx(http: httpx.Client, admin: dict[str, str]) -> None:
+    bodies = [
+        b"",
+        b"null",
+        b"[]",
+        b"{}",
+        b'{"events": null}',
+        b'{"events": [1, 2]}',
+        b'{"events": [{"session_id": 5, "item_id": {}}]}',
+        b"\xff\xfe",
+        b'{"a": ' * 500,
+    ]
+    for path in ("/v1/events", "/v1/rankings"):
+        for body in bodies:
+            r = http.post(path, content=body, headers={**admin, "content-type": "application/json"})
+            assert 400 <= r.status_code < 500, (path, body[:20], r.status_code, r.text)
+            assert "error" in r.json()
+    for query in ("num_results=abc", "num_results=-1", "user_id=" + "x" * 300, "category="):
+        r = http.get(f"/v1/recommendations?session_id=s&{query}", headers=admin)
+        assert 400 <= r.status_code < 500, (query, r.status_code)
+    r = http.put(
+        "/v1/items",
+        content=b'{"items": [{"item_id": "x", "published_at": "soon"}]}',
+        headers={**admin, "content-type": "application/json"},
+    )
+    assert r.status_code == 422
+    assert http.get("/v1/items/%00", headers=admin).status_code == 404
+    assert "server" not in {k.lower() for k in http.get("/healthz").headers}
