@@ -55,7 +55,7 @@ class Engine:
                 s.replay_events,
             )
         self.ingestor = Ingestor(
-            self.log, self.clock, self.recommender.apply if self.recommender else None
+            self.log, self.clock, self.recommender.catch_up if self.recommender else None
         )
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []

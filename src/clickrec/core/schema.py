@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 EVENT_SCHEMA = pa.schema(
     [
@@ -28,3 +29,10 @@ EVENT_COLUMNS: tuple[str, ...] = tuple(EVENT_SCHEMA.names)
 def reader_key(user_id: str | None, session_id: str) -> str:
     """Who a reader is: the user when known, else the anonymous session."""
     return f"u:{user_id}" if user_id else f"s:{session_id}"
+
+
+def reader_column(table: pa.Table) -> pa.ChunkedArray:
+    """``reader_key`` for every row of an event table, vectorized."""
+    users = pc.binary_join_element_wise("u:", table.column("user_id"), "")
+    sessions = pc.binary_join_element_wise("s:", table.column("session_id"), "")
+    return pc.if_else(pc.is_null(table.column("user_id")), sessions, users)

@@ -56,7 +56,6 @@ class Recommender:
         self.exploration = exploration
         self.scorer = Scorer(None, state, exploration)
         self.model_version: str | None = None
-        self._applied_here: set[int] = set()
         self._cursor = 0
         self._catalog_seq = 0
         self._tail_lock = threading.Lock()
@@ -90,35 +89,25 @@ class Recommender:
             if u and f"s:{s}" in self.state.readers:
                 self.state.merge_reader(f"s:{s}", f"u:{u}")
 
-    def apply(self, records: list[dict[str, Any]], seqs: list[int]) -> None:
-        """Apply events this process just appended (before the HTTP response)."""
-        with self._tail_lock:
-            self._applied_here.update(s for s in seqs if s > self._cursor)
-        merges = [
-            (f"s:{r['session_id']}", f"u:{r['user_id']}")
-            for r in records
-            if r["user_id"] and f"s:{r['session_id']}" in self.state.readers
-        ]
-        self.state.observe(
-            [reader_key(r["user_id"], r["session_id"]) for r in records],
-            [r["item_id"] for r in records],
-            [r["timestamp"] for r in records],
-            merges,
-        )
+    def catch_up(self, until_seq: int | None = None, limit: int = 10_000) -> int:
+        """Apply log events past the cursor (up to ``until_seq`` if given); count them.
 
-    def catch_up(self, limit: int = 10_000) -> int:
-        """Apply events appended by other processes; returns how many were new here."""
+        The API calls this with the seqs it just appended before answering, which gives
+        read-your-writes; the background loop calls it for events written by others. One
+        cursor under one lock means each event is applied exactly once, in log order.
+        """
+        applied = 0
         with self._tail_lock:
-            table = self.log_store.read(self._cursor, limit)
-            if table.num_rows == 0:
-                return 0
-            seqs = table.column("seq").to_pylist()
-            fresh = [i for i, s in enumerate(seqs) if s not in self._applied_here]
-            self._applied_here.difference_update(seqs)
-            self._cursor = seqs[-1]
-        if fresh:
-            self._apply_table(table.take(fresh))
-        return len(fresh)
+            while until_seq is None or self._cursor < until_seq:
+                table = self.log_store.read(self._cursor, limit)
+                if table.num_rows == 0:
+                    break
+                self._apply_table(table)
+                self._cursor = int(table.column("seq")[-1].as_py())
+                applied += table.num_rows
+                if until_seq is None:
+                    break
+        return applied
 
     def refresh_catalog(self) -> int:
         """Pick up item changes (new posts, edits, deletions) from the catalog."""

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from clickrec.core.errors import NotEnoughData
+from clickrec.core.schema import reader_column
 from clickrec.models.base import Interactions
 
 TRAINING_COLUMNS = ("seq", "timestamp", "user_id", "session_id", "item_id", "event_type")
@@ -21,13 +22,6 @@ def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
         encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32),
         np.asarray(encoded.dictionary.to_pylist(), dtype=object),
     )
-
-
-def reader_column(table: pa.Table) -> pa.ChunkedArray:
-    """``u:<user_id>`` where the user is known, else ``s:<session_id>`` (vectorized)."""
-    users = pc.binary_join_element_wise("u:", table.column("user_id"), "")
-    sessions = pc.binary_join_element_wise("s:", table.column("session_id"), "")
-    return pc.if_else(pc.is_null(table.column("user_id")), sessions, users)
 
 
 def to_interactions(table: pa.Table) -> Interactions:
