@@ -1,0 +1,43 @@
+"""The engine retrains by itself: when the data first suffices, then on its schedule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from clickrec.config import load_settings
+from clickrec.core.clock import FixedClock
+from clickrec.core.types import Event
+from clickrec.engine import Engine
+from clickrec.testing.synthetic import BlogSpec, blog_interactions_as_events, generate_blog
+
+pytestmark = pytest.mark.integration
+
+
+def test_threshold_then_schedule(tmp_path: Path) -> None:
+    blog = generate_blog(BlogSpec(users=300, days=6, posts_per_day=25, seed=5))
+    events = [Event.model_validate(e) for e in blog_interactions_as_events(blog)]
+    newest = max(e.timestamp.timestamp() for e in events if e.timestamp)
+    clock = FixedClock(newest + 60)
+    engine = Engine(load_settings(tmp_path / "home", environ={}), clock=clock)
+    try:
+        trainer = engine.trainer
+        engine.ingestor.ingest(events[:500])
+        assert trainer.due_trigger() is None  # below 1000 interactions: nothing starts
+        for start in range(500, len(events), 1000):
+            engine.ingestor.ingest(events[start : start + 1000])
+        trainer.step()
+        runs = engine.catalog.list_runs()
+        assert [(r["trigger"], r["state"]) for r in runs] == [("threshold", "succeeded")]
+        assert engine.catalog.live_model() is not None
+        trainer.step()
+        assert len(engine.catalog.list_runs()) == 1  # fresh model: nothing new is due
+
+        clock.advance(7 * 3600)
+        assert trainer.due_trigger() is None  # schedule elapsed, but no new events
+        late = events[-1].model_copy(update={"event_id": "late", "timestamp": None})
+        engine.ingestor.ingest([late])
+        assert trainer.due_trigger() == "schedule"
+    finally:
+        engine.close()
