@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -251,3 +252,57 @@ def test_a_click_changes_the_next_recommendation(
         neighbours & {i["item_id"] for i in before}
     )
     assert len(events) > 1000
+
+
+def test_the_schema_needs_a_key(client: TestClient, keys: H) -> None:
+    assert client.get("/docs").status_code == 404
+    assert client.get("/openapi.json").status_code == 404
+    assert client.get("/v1/openapi.json").status_code == 401
+    schema = client.get("/v1/openapi.json", headers=keys["read"]).json()
+    assert "/v1/recommendations" in schema["paths"]
+
+
+def test_category_filter(client: TestClient, keys: H) -> None:
+    items = [
+        {"item_id": "t1", "categories": ["tech"]},
+        {"item_id": "s1", "categories": ["sport"]},
+        {"item_id": "t2", "categories": ["tech", "ai"]},
+    ]
+    client.put("/v1/items", json={"items": items}, headers=keys["ingest"])
+    post(
+        client,
+        keys,
+        [event(i, user=f"u{n}", session=f"s{n}") for n, i in enumerate(["t1", "s1", "t2", "s1"])],
+    )
+    for path, params in (("/v1/trending", {}), ("/v1/recommendations", {"user_id": "x"})):
+        got = client.get(path, params={**params, "category": "tech"}, headers=keys["read"]).json()
+        assert {i["item_id"] for i in got["items"]} == {"t1", "t2"}
+    none = client.get("/v1/trending", params={"category": "nope"}, headers=keys["read"]).json()
+    assert none["items"] == []
+
+
+def test_no_request_fails_while_models_swap(client: TestClient, keys: H, engine: Engine) -> None:
+    _load_blog(client, keys)
+    failures: list[int] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        while not stop.is_set():
+            r = client.get("/v1/recommendations?user_id=u000002", headers=keys["read"])
+            if r.status_code != 200 or not r.json()["items"]:
+                failures.append(r.status_code)
+
+    thread = threading.Thread(target=hammer)
+    thread.start()
+    try:
+        versions = set()
+        for _ in range(3):
+            client.post("/v1/training-runs", headers=keys["admin"])
+            engine.trainer.step()
+            assert engine.recommender is not None and engine.recommender.refresh_model()
+            versions.add(engine.recommender.model_version)
+    finally:
+        stop.set()
+        thread.join()
+    assert len(versions) == 3
+    assert failures == []

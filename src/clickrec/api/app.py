@@ -12,7 +12,10 @@ from clickrec.engine import Engine
 
 
 def create_app(engine: Engine) -> FastAPI:
-    app = FastAPI(title="clickrec", version=__version__, docs_url="/docs", redoc_url=None)
+    # The schema is served behind a key (see routes), like every endpoint but health checks.
+    app = FastAPI(
+        title="clickrec", version=__version__, openapi_url=None, docs_url=None, redoc_url=None
+    )
     app.state.engine = engine
     errors.install(app)
     app.include_router(router)

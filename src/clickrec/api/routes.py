@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.openapi.utils import get_openapi
 
 from clickrec.api import deps
 from clickrec.api.errors import JSON
@@ -49,6 +50,13 @@ def readyz(engine: Eng) -> JSON:
     return JSON(
         {"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503
     )
+
+
+@router.get("/v1/openapi.json", include_in_schema=False)
+def openapi(request: Request, _: Read) -> dict[str, Any]:
+    app = request.app
+    schema: dict[str, Any] = get_openapi(title=app.title, version=app.version, routes=app.routes)
+    return schema
 
 
 @router.post("/v1/events", status_code=202, response_model=Accepted, tags=["events"])
