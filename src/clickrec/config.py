@@ -88,6 +88,8 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
         parts = key[len("CLICKREC_") :].lower().split("__")
         if parts == ["port"]:
             parts = ["server", "port"]
+        if parts[0] not in Settings.model_fields:
+            continue  # not a setting (CLICKREC_HOME, test hooks); typos in files still fail
         node = out
         for p in parts[:-1]:
             node = node.setdefault(p, {})

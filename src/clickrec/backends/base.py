@@ -31,12 +31,13 @@ class EventLog(Protocol):
         """
         ...
 
-    def read(self, after_seq: int, limit: int) -> pa.Table:
-        """Up to ``limit`` events with ``seq > after_seq`` in seq order (EVENT_SCHEMA)."""
+    def read(self, after_seq: int, limit: int, columns: Sequence[str] | None = None) -> pa.Table:
+        """Up to ``limit`` events with ``seq > after_seq`` in seq order (EVENT_SCHEMA, or
+        only ``columns``)."""
         ...
 
-    def read_tail(self, last: int) -> pa.Table:
-        """The newest ``last`` events in seq order (EVENT_SCHEMA)."""
+    def read_tail(self, last: int, columns: Sequence[str] | None = None) -> pa.Table:
+        """The newest ``last`` events in seq order (seqs are dense, so: seq > last_seq - last)."""
         ...
 
     def last_seq(self) -> int:

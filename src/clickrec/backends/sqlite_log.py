@@ -59,15 +59,25 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _to_table(rows: list[tuple[Any, ...]]) -> pa.Table:
-    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in EVENT_COLUMNS]
+def _to_table(rows: list[tuple[Any, ...]], names: Sequence[str] = EVENT_COLUMNS) -> pa.Table:
+    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in names]
+    schema = pa.schema([EVENT_SCHEMA.field(n) for n in names])
     return pa.table(
         {
-            name: pa.array(col, type=EVENT_SCHEMA.field(name).type)
-            for name, col in zip(EVENT_COLUMNS, columns, strict=True)
+            n: pa.array(col, type=schema.field(n).type)
+            for n, col in zip(names, columns, strict=True)
         },
-        schema=EVENT_SCHEMA,
+        schema=schema,
     )
+
+
+def _select(columns: Sequence[str] | None) -> tuple[str, Sequence[str]]:
+    """A SELECT of known columns only (names are checked, never pasted from input)."""
+    names = EVENT_COLUMNS if columns is None else tuple(columns)
+    unknown = set(names) - set(EVENT_COLUMNS)
+    if unknown:
+        raise ValueError(f"unknown event columns: {sorted(unknown)}")
+    return f"SELECT {', '.join(names)} FROM events", names
 
 
 class SQLiteEventLog:
@@ -165,21 +175,24 @@ class SQLiteEventLog:
             self._readers.append(conn)
         return conn
 
-    def read(self, after_seq: int, limit: int) -> pa.Table:
+    def read(self, after_seq: int, limit: int, columns: Sequence[str] | None = None) -> pa.Table:
+        select, names = _select(columns)
         rows = (
             self._reader()
-            .execute(f"{_SELECT} WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit))
+            .execute(f"{select} WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit))
             .fetchall()
         )
-        return _to_table(rows)
+        return _to_table(rows, names)
 
-    def read_tail(self, last: int) -> pa.Table:
+    def read_tail(self, last: int, columns: Sequence[str] | None = None) -> pa.Table:
+        select, names = _select(columns)
+        newest = self.last_seq()
         rows = (
             self._reader()
-            .execute(f"SELECT * FROM ({_SELECT} ORDER BY seq DESC LIMIT ?) ORDER BY seq", (last,))
+            .execute(f"{select} WHERE seq > ? ORDER BY seq", (newest - last,))
             .fetchall()
         )
-        return _to_table(rows)
+        return _to_table(rows, names)
 
     def last_seq(self) -> int:
         (seq,) = self._reader().execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()

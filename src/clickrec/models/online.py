@@ -191,7 +191,7 @@ class OnlineState:
                 return np.zeros(0, dtype=np.int64), np.zeros(0)
             items = np.frombuffer(hist.items, dtype=np.int32)[::-1].astype(np.int64)
             times = np.frombuffer(hist.times, dtype=np.float64)[::-1].copy()
-        return items[: self.history_length * 2], times[: self.history_length * 2]
+        return items[: self.history_length], times[: self.history_length]
 
     def available(self, now: float) -> np.ndarray:
         """Mask of items that may be shown: not deleted, not expired, already published."""

@@ -26,6 +26,7 @@ from clickrec.models.online import OnlineState, load_bulk
 from clickrec.models.scoring import Exploration, Scorer, top_n
 
 log = logging.getLogger("clickrec.serving")
+ONLINE_COLUMNS = ("seq", "timestamp", "user_id", "session_id", "item_id")
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ class Recommender:
         self._cursor = self.log_store.last_seq()
         if last <= 0 or self._cursor == 0:
             return
-        table = self.log_store.read_tail(last)
+        table = self.log_store.read_tail(last, ONLINE_COLUMNS)
         if table.num_rows:
             self._apply_table(table)
         log.info("online state rebuilt from %d events", table.num_rows)
@@ -99,7 +100,7 @@ class Recommender:
         applied = 0
         with self._tail_lock:
             while until_seq is None or self._cursor < until_seq:
-                table = self.log_store.read(self._cursor, limit)
+                table = self.log_store.read(self._cursor, limit, ONLINE_COLUMNS)
                 if table.num_rows == 0:
                     break
                 self._apply_table(table)

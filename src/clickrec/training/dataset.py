@@ -38,7 +38,8 @@ def to_interactions(table: pa.Table) -> Interactions:
 @dataclass(frozen=True)
 class Readiness:
     interactions: int
-    active_readers: int  # readers with at least `min_events_per_user` events
+    active_readers: int  # readers with at least `min_events_per_reader` events
+    min_events_per_reader: int = 2
 
     def check(self, min_interactions: int, min_readers: int) -> None:
         """Raise NotEnoughData naming what is missing, like Personalize's thresholds."""
@@ -47,7 +48,8 @@ class Readiness:
             missing.append(f"have {self.interactions} interactions, need {min_interactions}")
         if self.active_readers < min_readers:
             missing.append(
-                f"have {self.active_readers} readers with 2 or more events, need {min_readers}"
+                f"have {self.active_readers} readers with {self.min_events_per_reader} or more"
+                f" events, need {min_readers}"
             )
         if missing:
             raise NotEnoughData("not enough data: " + "; ".join(missing))
@@ -55,4 +57,5 @@ class Readiness:
 
 def readiness(data: Interactions, min_events_per_reader: int = 2) -> Readiness:
     counts = np.bincount(data.reader, minlength=data.n_readers)
-    return Readiness(len(data), int((counts >= min_events_per_reader).sum()))
+    active = int((counts >= min_events_per_reader).sum())
+    return Readiness(len(data), active, min_events_per_reader)

@@ -1,0 +1,258 @@
+"""Scoring: a trained artifact combined with the live online state, without retraining."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from clickrec.models.base import Artifact, Interactions, RecipeParams
+from clickrec.models.online import OnlineState
+from clickrec.models.recipes import fit
+from clickrec.models.scoring import Exploration, Scorer, top_n
+from clickrec.testing.synthetic import BlogSpec, generate_blog
+from clickrec.training.dataset import to_interactions
+from clickrec.training.evaluate import state_from
+
+DAY = 86400.0
+NO_EXPLORATION = Exploration(weight=0.0)
+
+
+def _injected(table: pa.Table) -> pa.Table:
+    """40 extra sessions on the blog's last day: 20 read post-a then post-b, 20 post-c, post-d."""
+    end = float(pc.max(table["timestamp"]).as_py())
+    rows = []
+    for k in range(40):
+        first, second = ("post-a", "post-b") if k < 20 else ("post-c", "post-d")
+        t = end - DAY + k * 1800.0
+        for pos, item in enumerate((first, second)):
+            rows.append(
+                {
+                    "timestamp": t + 60.0 * pos,
+                    "user_id": f"inj{k}",
+                    "session_id": f"inj-s{k}",
+                    "item_id": item,
+                    "event_type": "read",
+                }
+            )
+    extra = pa.Table.from_pylist(rows, schema=table.schema)
+    return pa.concat_tables([table, extra])
+
+
+@pytest.fixture(scope="module")
+def blog_data() -> tuple[Interactions, dict[str, tuple[float | None, list[str]]]]:
+    blog = generate_blog(BlogSpec(users=300, days=5, seed=3))
+    base = blog.interactions.select(["timestamp", "user_id", "session_id", "item_id", "event_type"])
+    table = _injected(base)
+    table = table.append_column("seq", pa.array(np.arange(1, table.num_rows + 1), pa.int64()))
+    data = to_interactions(table)
+    facts = {
+        r["item_id"]: (r["published_at"], r["categories"].split("|"))
+        for r in blog.items.select(["item_id", "published_at", "categories"]).to_pylist()
+    }
+    start = float(data.timestamp.max()) - 2 * DAY
+    for item in ("post-a", "post-b", "post-c", "post-d"):
+        facts[item] = (start, ["tech"])
+    return data, facts
+
+
+@pytest.fixture(scope="module")
+def artifact(blog_data) -> Artifact:
+    data, _ = blog_data
+    return fit("user-personalization", data, RecipeParams())
+
+
+@pytest.fixture
+def state(blog_data) -> OnlineState:
+    """A fresh online state per test, fed with the training events (as after a restart)."""
+    data, facts = blog_data
+    return state_from(data, facts, trending_half_life_hours=6.0, history_length=50)
+
+
+def idx(state: OnlineState, item: str) -> int:
+    return state.item_index[item]
+
+
+def ids(state: OnlineState, indices: np.ndarray) -> list[str]:
+    return [state.item_ids[i] for i in indices]
+
+
+def read(state: OnlineState, reader: str, item: str, dt: float = 0.0) -> None:
+    state.observe([reader], [item], [state.newest_event_time + dt])
+
+
+# -- the reader's live history ---------------------------------------------------------------
+
+
+def test_a_reader_who_just_read_a_gets_b_and_never_a(artifact, state) -> None:
+    scorer = Scorer(artifact, state, Exploration())
+    read(state, "u:visitor", "post-a")
+
+    values = scorer.for_reader("u:visitor").values
+
+    assert values[idx(state, "post-a")] == -np.inf
+    top = ids(state, top_n(values, 5))
+    assert "post-b" in top
+    assert "post-a" not in top
+    # b's lead comes from a, not from trending: d was read just as often, but never with a.
+    assert values[idx(state, "post-b")] > values[idx(state, "post-d")]
+
+
+def test_the_next_read_changes_the_next_answer_without_retraining(artifact, state) -> None:
+    scorer = Scorer(artifact, state, Exploration())
+    similarity_before = artifact.similarity.copy()
+    read(state, "u:visitor", "post-a")
+    before = scorer.for_reader("u:visitor").values
+    assert "post-d" not in ids(state, top_n(before, 5))
+
+    read(state, "u:visitor", "post-c", dt=30.0)
+    after = scorer.for_reader("u:visitor").values  # same scorer, same artifact
+
+    assert after[idx(state, "post-c")] == -np.inf
+    assert after[idx(state, "post-a")] == -np.inf
+    assert after[idx(state, "post-d")] > before[idx(state, "post-d")]
+    top = ids(state, top_n(after, 5))
+    assert "post-d" in top
+    assert top[0] == "post-d"  # the newest read weighs most
+    assert (artifact.similarity != similarity_before).nnz == 0
+
+
+def test_other_readers_are_not_affected_by_a_read(artifact, state) -> None:
+    scorer = Scorer(artifact, state, NO_EXPLORATION)
+    other_before = scorer.for_reader("u:someone-else").values
+    read(state, "u:visitor", "post-a", dt=0.0)
+    other_after = scorer.for_reader("u:someone-else").values
+    assert np.isfinite(other_after[idx(state, "post-a")])
+    # Trending moved a little (one more read of a), but no one else's history did.
+    assert ids(state, top_n(other_after, 3))[0] == ids(state, top_n(other_before, 3))[0]
+
+
+def test_a_reader_with_no_history_gets_trending_order(blog_data, artifact, state) -> None:
+    now = state.newest_event_time
+    trending = np.where(state.available(now), state.trending(), -np.inf)
+    expected = top_n(trending, 20)
+    trending_art = fit("trending-now", blog_data[0], RecipeParams())
+
+    for art in (artifact, trending_art, None):
+        scores = Scorer(art, state, NO_EXPLORATION).for_reader("u:brand-new")
+        assert top_n(scores.values, 20).tolist() == expected.tolist()
+        np.testing.assert_allclose(scores.values[expected], trending[expected])
+    assert Scorer(None, state).recipe.startswith("trending-now")
+    assert Scorer(artifact, state).for_reader("u:x").recipe == "user-personalization"
+
+
+def test_trending_recipe_ignores_history_but_still_hides_read_items(blog_data, state) -> None:
+    trending_art = fit("trending-now", blog_data[0], RecipeParams())
+    scorer = Scorer(trending_art, state, NO_EXPLORATION)
+    read(state, "u:visitor", "post-a")
+    values = scorer.for_reader("u:visitor").values
+    assert values[idx(state, "post-a")] == -np.inf
+    finite = np.isfinite(values)
+    np.testing.assert_allclose(values[finite], state.trending()[finite])
+
+
+# -- items the model never saw -----------------------------------------------------------------
+
+
+def test_a_post_published_after_training_can_appear_through_exploration(artifact, state) -> None:
+    explore = Scorer(artifact, state, Exploration(weight=0.5, item_age_cutoff_days=2.0))
+    plain = Scorer(artifact, state, NO_EXPLORATION)
+    now = state.newest_event_time
+    state.set_item("post-fresh", published_at=now, categories=["tech"])  # after the scorers
+
+    with_bonus = explore.for_reader("u:brand-new").values
+    without = plain.for_reader("u:brand-new").values
+    fresh = idx(state, "post-fresh")
+
+    assert with_bonus[fresh] == pytest.approx(0.5)  # full bonus: brand new and unread
+    assert "post-fresh" in ids(state, top_n(with_bonus, 10))
+    assert without[fresh] == 0.0
+    assert "post-fresh" not in ids(state, top_n(without, 10))
+    assert (without > 0).sum() > 10  # plenty of read posts outrank it
+
+    # A reader who opens it never gets it again.
+    read(state, "u:brand-new", "post-fresh")
+    assert explore.for_reader("u:brand-new").values[fresh] == -np.inf
+
+
+def test_exploration_fades_with_age_and_with_reads(artifact, state) -> None:
+    scorer = Scorer(artifact, state, Exploration(weight=0.5, item_age_cutoff_days=2.0))
+    now = state.newest_event_time
+    state.set_item("post-new", published_at=now, categories=[])
+    state.set_item("post-day-old", published_at=now - DAY, categories=[])
+    state.set_item("post-week-old", published_at=now - 7 * DAY, categories=[])
+    state.set_item("post-read-a-lot", published_at=now, categories=[])
+    state.observe([f"s:{k}" for k in range(30)], ["post-read-a-lot"] * 30, [now] * 30)
+
+    bonus = scorer.freshness(state.newest_event_time)
+    assert bonus[idx(state, "post-new")] == pytest.approx(0.5)
+    assert bonus[idx(state, "post-day-old")] == pytest.approx(0.25)
+    assert bonus[idx(state, "post-week-old")] == 0.0
+    assert bonus[idx(state, "post-read-a-lot")] == pytest.approx(0.5 / 4)  # 1 / (1 + 30/10)
+    assert np.all(Scorer(artifact, state, NO_EXPLORATION).freshness(now) == 0)
+
+
+# -- filters and selection ---------------------------------------------------------------------
+
+
+def test_deleted_items_never_appear(artifact, state) -> None:
+    scorer = Scorer(artifact, state, Exploration())
+    read(state, "u:visitor", "post-a")
+    top_trending = state.item_ids[int(np.argmax(state.trending()))]
+    now = state.newest_event_time
+    for item in ("post-b", top_trending):
+        state.set_item(item, published_at=now - DAY, categories=["tech"], deleted=True)
+
+    for reader in ("u:visitor", "u:brand-new"):
+        values = scorer.for_reader(reader).values
+        everything = ids(state, top_n(values, state.n_items))
+        assert "post-b" not in everything
+        assert top_trending not in everything
+        assert values[idx(state, "post-b")] == -np.inf
+    assert scorer.similar(idx(state, "post-a"))[idx(state, "post-b")] == -np.inf
+
+
+def test_similar_items_come_from_the_model_then_from_the_category(artifact, state) -> None:
+    scorer = Scorer(artifact, state, Exploration())
+    a = idx(state, "post-a")
+    similar = scorer.similar(a)
+    assert similar[a] == -np.inf
+    assert ids(state, top_n(similar, 1)) == ["post-b"]
+
+    # A post the model never saw still has neighbours: posts of its category.
+    state.set_item("post-fresh", state.newest_event_time, ["tech"])
+    fresh_similar = scorer.similar(idx(state, "post-fresh"))
+    shown = set(ids(state, top_n(fresh_similar, state.n_items)))
+    assert {"post-a", "post-b", "post-c", "post-d"} <= shown
+    tech = state.category_mask("tech")
+    assert all(tech[state.item_index[i]] for i in shown)
+
+
+def test_top_n_orders_best_first() -> None:
+    values = np.array([0.1, 0.9, 0.5, 0.7, 0.3])
+    assert top_n(values, 3).tolist() == [1, 3, 2]
+    assert top_n(values, 5).tolist() == [1, 3, 2, 4, 0]
+    assert top_n(values, 50).tolist() == [1, 3, 2, 4, 0]
+    assert top_n(values, 0).tolist() == []
+    assert top_n(values, 3).dtype == np.int64
+
+
+def test_top_n_skips_excluded_and_masked_items() -> None:
+    values = np.array([0.1, -np.inf, 0.5, np.nan, 0.3, -np.inf])
+    assert top_n(values, 10).tolist() == [2, 4, 0]  # fewer finite scores than asked for
+    mask = np.array([True, True, False, True, True, True])
+    assert top_n(values, 10, mask=mask).tolist() == [4, 0]
+    assert top_n(values, 1, mask=mask).tolist() == [4]
+    assert top_n(values, 3, mask=np.zeros(6, dtype=bool)).tolist() == []
+    assert top_n(np.full(4, -np.inf), 2).tolist() == []
+    assert top_n(np.zeros(0), 5).tolist() == []
+    np.testing.assert_array_equal(values[[2, 4, 0]], [0.5, 0.3, 0.1])  # input untouched
+
+
+def test_top_n_on_large_score_vectors_matches_a_full_sort() -> None:
+    rng = np.random.default_rng(5)
+    values = rng.random(5000)
+    values[rng.random(5000) < 0.3] = -np.inf
+    expected = np.argsort(-values, kind="stable")[:100]
+    assert top_n(values, 100).tolist() == expected.tolist()
