@@ -255,8 +255,9 @@ class SQLCatalog:
 
     # -- training runs -----------------------------------------------------------------
     def create_run(self, trigger: str, now: float) -> dict[str, Any]:
-        run = {
-            "id": uuid.uuid4().hex[:16],
+        run_id = uuid.uuid4().hex[:16]
+        run: dict[str, Any] = {
+            "id": run_id,
             "state": "pending",
             "trigger": trigger,
             "created_at": now,
@@ -264,7 +265,7 @@ class SQLCatalog:
         }
         with self.engine.begin() as conn:
             conn.execute(training_runs.insert(), [run])
-        return self.get_run(run["id"]) or run
+        return self.get_run(run_id) or run
 
     def update_run(self, run_id: str, **values: Any) -> None:
         if "metrics" in values:

@@ -60,7 +60,7 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 def _to_table(rows: list[tuple[Any, ...]], names: Sequence[str] = EVENT_COLUMNS) -> pa.Table:
-    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in names]
+    columns: list[Any] = list(zip(*rows, strict=True)) if rows else [[] for _ in names]
     schema = pa.schema([EVENT_SCHEMA.field(n) for n in names])
     return pa.table(
         {

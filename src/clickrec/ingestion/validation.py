@@ -20,7 +20,7 @@ def field_errors(exc: ValidationError, index: int | None = None, skip: int = 0) 
         loc = list(err["loc"])[skip:]
         idx = index
         if idx is None and loc and isinstance(loc[0], int):
-            idx = loc.pop(0)
+            idx = int(loc.pop(0))
         out.append(FieldError(idx, ".".join(str(p) for p in loc), err["msg"]))
     return out
 

@@ -127,9 +127,10 @@ class Pipeline:
         best = max(candidates(base), key=lambda c: scores[c.name][GATE_METRIC])
         progress(f"fit {best.name}")
         artifact = fit(best.recipe, data, best.params)
-        metrics = {
+        best_score = scores[best.name][GATE_METRIC]
+        metrics: dict[str, Any] = {
             "chosen": best.name,
-            GATE_METRIC: scores[best.name][GATE_METRIC],
+            GATE_METRIC: best_score,
             "holdout": scores[best.name],
             "candidates": {
                 k: {m: v[m] for m in ("ndcg@10", "precision@10", "mrr@20", "coverage@20")}
@@ -144,7 +145,7 @@ class Pipeline:
         artifact.metrics = metrics
         progress("gate")
         live = self.catalog.live_model()
-        publish = self._passes_gate(metrics[GATE_METRIC], live)
+        publish = self._passes_gate(best_score, live)
         version = time.strftime("v%Y%m%d-%H%M%S", time.gmtime(self.clock.now())) + f"-{run_id[:6]}"
         folder = self.models_root / version
         artifact.save(folder)
