@@ -6,6 +6,9 @@ import contextlib
 import json
 import logging
 import signal
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -108,20 +111,23 @@ def serve(
     home: HomeOpt = None,
     host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port (or CLICKREC_PORT).")] = None,
-    train_interval: Annotated[float, typer.Option(help="Seconds between trainer checks.")] = 30.0,
+    train_interval: Annotated[float, typer.Option(help="Seconds between trainer checks.")] = 5.0,
 ) -> None:
-    """Run the HTTP server with the archive consumer, the refresher and the trainer."""
+    """Run the HTTP server, and a worker process for the archive consumer and training.
+
+    The worker is a separate process so that archiving and training never hold the
+    server's interpreter lock while it answers readers; it is restarted if it dies and
+    stopped (after flushing) when the server stops.
+    """
     from clickrec.api.app import create_app
     from clickrec.engine import Engine
 
     settings = _settings(home)
-    logging.basicConfig(
-        level=settings.server.log_level.upper(),
-        format='{"time":"%(asctime)s","level":"%(levelname)s",'
-        '"logger":"%(name)s","message":"%(message)s"}',
-    )
+    _configure_logging(settings.server.log_level)
     engine = Engine(settings)
-    engine.start_background(train_interval)
+    engine.start_background(worker=False)
+    worker = WorkerProcess(settings.home, train_interval)
+    worker.start()
     config = uvicorn.Config(
         create_app(engine),
         host=host or settings.server.host,
@@ -135,7 +141,81 @@ def serve(
     try:
         server.run()
     finally:
+        worker.stop()
         engine.close()
+
+
+@app.command()
+def worker(
+    home: HomeOpt = None,
+    train_interval: Annotated[float, typer.Option(help="Seconds between trainer checks.")] = 5.0,
+) -> None:
+    """Run the archive consumer and the trainer until SIGTERM (then flush and exit 0)."""
+    from clickrec.engine import Engine
+
+    settings = _settings(home)
+    _configure_logging(settings.server.log_level)
+    engine = Engine(settings, serving=False)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    engine.start_background(train_interval, worker=True)
+    try:
+        stop.wait()
+    finally:
+        engine.close()
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format='{"time":"%(asctime)s","level":"%(levelname)s",'
+        '"logger":"%(name)s","message":"%(message)s"}',
+    )
+
+
+class WorkerProcess:
+    """The `clickrec worker` child of a server: started, watched, restarted, stopped."""
+
+    def __init__(self, home: Path, train_interval: float) -> None:
+        self.args = [
+            sys.executable,
+            "-m",
+            "clickrec.cli",
+            "worker",
+            "--home",
+            str(home),
+            "--train-interval",
+            str(train_interval),
+        ]
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._stop = threading.Event()
+        self._watch = threading.Thread(target=self._watch_loop, name="worker-watch", daemon=True)
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.args)
+        self._watch.start()
+
+    def _watch_loop(self) -> None:
+        while not self._stop.wait(1.0):
+            if self.proc is not None and self.proc.poll() is not None:
+                logging.getLogger("clickrec.worker").error(
+                    "worker exited with %s; restarting", self.proc.returncode
+                )
+                self.proc = subprocess.Popen(self.args)
+
+    def stop(self, timeout: float = 60.0) -> None:
+        self._stop.set()
+        if self._watch.is_alive():
+            self._watch.join()
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 @keys_app.command("create")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from clickrec.backends.registry import open_catalog, open_event_log, open_lake
@@ -55,18 +56,19 @@ class Engine:
                 s.replay_events,
             )
         self.ingestor = Ingestor(
-            self.log, self.clock, self.recommender.catch_up if self.recommender else None
+            self.log, self.clock, self.recommender.apply_appended if self.recommender else None
         )
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
-    def start_background(self, train_interval: float = 30.0) -> None:
-        """Start the archive consumer, the serving refresher and the trainer."""
+    def start_background(self, train_interval: float = 5.0, worker: bool = True) -> None:
+        """Start background threads: the serving refresher when this process serves, and
+        the archive consumer and trainer when it is the worker (``worker=True``)."""
         self._stop.clear()
-        jobs = [
-            ("archive", lambda: self.archive.run_forever(self._stop, 1.0)),
-            ("trainer", lambda: self.trainer.run_forever(self._stop, train_interval)),
-        ]
+        jobs: list[tuple[str, Callable[[], None]]] = []
+        if worker:
+            jobs.append(("archive", lambda: self.archive.run_forever(self._stop, 1.0)))
+            jobs.append(("trainer", lambda: self.trainer.run_forever(self._stop, train_interval)))
         rec = self.recommender
         if rec is not None:
             poll = self.settings.serving.model_poll_seconds

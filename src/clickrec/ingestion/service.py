@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from clickrec.backends.base import EventLog
 from clickrec.core.clock import Clock
@@ -24,7 +25,7 @@ class Ingestor:
         self,
         log: EventLog,
         clock: Clock,
-        on_appended: Callable[[int], object] | None = None,
+        on_appended: Callable[[list[dict[str, Any]], list[int]], None] | None = None,
     ) -> None:
         self.log = log
         self.clock = clock
@@ -37,5 +38,5 @@ class Ingestor:
         records = [to_record(e, now) for e in events]
         result = self.log.append(records)
         if self.on_appended is not None and result.seqs:
-            self.on_appended(max(result.seqs))
+            self.on_appended([records[i] for i in result.inserted], result.seqs)
         return IngestResult(accepted=len(result.inserted), duplicates=result.duplicates)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -60,7 +60,7 @@ def _json(value: Any) -> str | None:
 def to_record(event: Event, now: float) -> dict[str, Any]:
     """The stored form of an event (EVENT_SCHEMA columns without ``seq``)."""
     return {
-        "event_id": event.event_id or uuid.uuid4().hex,
+        "event_id": event.event_id or os.urandom(16).hex(),
         "timestamp": to_unix(event.timestamp) if event.timestamp is not None else now,
         "user_id": event.user_id,
         "session_id": event.session_id,

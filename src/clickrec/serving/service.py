@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from clickrec.backends.base import EventLog
 from clickrec.backends.sql_catalog import SQLCatalog
 from clickrec.core.errors import InvalidInput, NotFound
-from clickrec.core.schema import reader_key
+from clickrec.core.schema import reader_column, reader_key
 from clickrec.models.base import Artifact
 from clickrec.models.online import OnlineState, load_bulk
 from clickrec.models.scoring import Exploration, Scorer, top_n
@@ -75,20 +77,64 @@ class Recommender:
             self._apply_table(table)
         log.info("online state rebuilt from %d events", table.num_rows)
 
-    def _apply_table(self, table: Any) -> None:
-        cols = table.to_pydict()
-        readers = np.array(
-            [reader_key(u, s) for u, s in zip(cols["user_id"], cols["session_id"], strict=True)]
-        )
-        self._merge_logins(cols["user_id"], cols["session_id"])
+    def _apply_table(self, table: pa.Table) -> None:
+        if table.num_rows <= 2000:  # a request's worth of events: the per-event path
+            cols = table.to_pydict()
+            self._observe(cols["user_id"], cols["session_id"], cols["item_id"], cols["timestamp"])
+            return
+        self._merge_logins(table)
         load_bulk(
-            self.state, readers, np.array(cols["item_id"]), np.array(cols["timestamp"], dtype=float)
+            self.state,
+            reader_column(table).to_numpy(zero_copy_only=False),
+            table.column("item_id").to_numpy(zero_copy_only=False),
+            table.column("timestamp").to_numpy(zero_copy_only=False),
         )
 
-    def _merge_logins(self, users: list[str | None], sessions: list[str]) -> None:
-        for u, s in zip(users, sessions, strict=True):
-            if u and f"s:{s}" in self.state.readers:
-                self.state.merge_reader(f"s:{s}", f"u:{u}")
+    def _merge_logins(self, table: pa.Table) -> None:
+        """A reader who logs in keeps what they read anonymously in that session."""
+        known = table.filter(pc.is_valid(table.column("user_id")))
+        if known.num_rows == 0:
+            return
+        pairs = known.group_by(["user_id", "session_id"]).aggregate([])
+        for user, session in zip(
+            pairs.column("user_id").to_pylist(), pairs.column("session_id").to_pylist(), strict=True
+        ):
+            if f"s:{session}" in self.state.readers:
+                self.state.merge_reader(f"s:{session}", f"u:{user}")
+
+    def apply_appended(self, records: list[dict[str, Any]], seqs: list[int]) -> None:
+        """Apply events this process just appended, before the HTTP response (read-your-
+        writes). When nothing else was appended in between, the records are applied as
+        they are; otherwise the log is read up to them, so the order stays the log's."""
+        with self._tail_lock:
+            if seqs and self._cursor == seqs[0] - 1 and seqs[-1] - seqs[0] == len(seqs) - 1:
+                users = [r["user_id"] for r in records]
+                sessions = [r["session_id"] for r in records]
+                self._observe(
+                    users,
+                    sessions,
+                    [r["item_id"] for r in records],
+                    [r["timestamp"] for r in records],
+                )
+                self._cursor = seqs[-1]
+                return
+        if seqs:
+            self.catch_up(max(seqs))
+
+    def _observe(
+        self,
+        users: list[str | None],
+        sessions: list[str],
+        items: list[str],
+        timestamps: list[float],
+    ) -> None:
+        readers = [reader_key(u, s) for u, s in zip(users, sessions, strict=True)]
+        merges = [
+            (f"s:{s}", f"u:{u}")
+            for u, s in zip(users, sessions, strict=True)
+            if u and f"s:{s}" in self.state.readers
+        ]
+        self.state.observe(readers, items, timestamps, merges)
 
     def catch_up(self, until_seq: int | None = None, limit: int = 10_000) -> int:
         """Apply log events past the cursor (up to ``until_seq`` if given); count them.
