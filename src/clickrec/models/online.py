@@ -67,6 +67,7 @@ class OnlineState:
         self.newest_event_time = -math.inf
         self.readers: dict[str, ReaderHistory] = {}
         self.events_seen = 0
+        self.catalog_version = 0  # bumped on every catalog change, so caches see deletions
 
     # -- the item index ----------------------------------------------------------------
     @property
@@ -119,6 +120,7 @@ class OnlineState:
                     mask = self.categories[cat] = np.zeros(len(self._trend), dtype=bool)
                 mask[idx] = True
             self.item_category[idx] = list(categories)
+            self.catalog_version += 1
 
     # -- events --------------------------------------------------------------------------
     def observe(

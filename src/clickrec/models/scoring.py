@@ -49,65 +49,98 @@ class Scorer:
             self.live_of_model = np.asarray(live, dtype=np.int64)
             self.model_of_live = np.full(max(live, default=-1) + 1, -1, dtype=np.int64)
             self.model_of_live[self.live_of_model] = np.arange(len(live))
+            sim = artifact.similarity
+            # Neighbours addressed by live index, so scoring is one gather and one bincount.
+            self._indptr = sim.indptr.astype(np.int64)
+            self._neighbours = self.live_of_model[sim.indices]
+            self._weights = sim.data.astype(np.float64)
         else:
             self.live_of_model = np.zeros(0, dtype=np.int64)
             self.model_of_live = np.zeros(0, dtype=np.int64)
+            self._indptr = np.zeros(1, dtype=np.int64)
+            self._neighbours = np.zeros(0, dtype=np.int64)
+            self._weights = np.zeros(0)
+        self._cache_key: tuple[int, int, int] | None = None
+        self._cache: tuple[np.ndarray, np.ndarray] = (np.zeros(0), np.zeros(0))
 
     @property
     def recipe(self) -> str:
         return self.artifact.recipe if self.artifact else "trending-now (no model yet)"
 
-    def personal(self, history: np.ndarray) -> np.ndarray:
-        """Item-item similarity summed over the history, newer reads weighing more."""
-        n = self.state.n_items
-        out = np.zeros(n)
+    def personal(self, history: np.ndarray, n: int | None = None) -> np.ndarray:
+        """Item-item similarity summed over the history, newer reads weighing more; scaled
+        so the best item scores 1. ``n`` is the length of the returned vector."""
+        n = self.state.n_items if n is None else n
         art = self.artifact
-        if art is None or len(history) == 0 or art.similarity.nnz == 0:
-            return out
-        known = history[history < len(self.model_of_live)]
-        model_idx = self.model_of_live[known]
+        if art is None or len(history) == 0 or len(self._neighbours) == 0:
+            return np.zeros(n)
         pos = np.flatnonzero(history < len(self.model_of_live))
-        keep = model_idx >= 0
-        model_idx, pos = model_idx[keep], pos[keep]
-        if len(model_idx) == 0:
-            return out
-        w = np.exp2(-pos / art.params.history_half_life)
-        row = np.asarray(art.similarity[model_idx].T @ w).ravel()
-        out[self.live_of_model] = row
+        rows = self.model_of_live[history[pos]]
+        keep = rows >= 0
+        rows, pos = rows[keep], pos[keep]
+        if len(rows) == 0:
+            return np.zeros(n)
+        starts, ends = self._indptr[rows], self._indptr[rows + 1]
+        lengths = ends - starts
+        total = int(lengths.sum())
+        if total == 0:
+            return np.zeros(n)
+        first = np.repeat(starts - np.cumsum(lengths) + lengths, lengths)
+        at = first + np.arange(total)
+        w = np.repeat(np.exp2(-pos / art.params.history_half_life), lengths)
+        cols = self._neighbours[at]
+        inside = cols < n
+        out = np.bincount(cols[inside], self._weights[at][inside] * w[inside], minlength=n)
         top = out.max()
         return out / top if top > 0 else out
 
-    def freshness(self, now: float) -> np.ndarray:
+    def freshness(self, now: float, n: int | None = None) -> np.ndarray:
         """Exploration bonus for young posts with few reads, fading with age."""
+        n = self.state.n_items if n is None else n
         ex = self.exploration
-        n = self.state.n_items
         if ex.weight <= 0:
             return np.zeros(n)
         age_days = (now - self.state.published_at[:n]) / 86400.0
         young = np.clip(1.0 - age_days / ex.item_age_cutoff_days, 0.0, 1.0)
-        young = np.nan_to_num(young, nan=0.0)
-        unproven = 1.0 / (1.0 + self.state.counts() / 10.0)
+        young[np.isnan(young)] = 0.0
+        unproven = 1.0 / (1.0 + self.state.counts()[:n] / 10.0)
         return ex.weight * young * unproven
+
+    def shared(self) -> tuple[np.ndarray, np.ndarray]:
+        """(trending, bonus) over the live items, the same for every reader.
+
+        ``bonus`` is the exploration bonus, -inf where an item may not be shown. Both are
+        recomputed after any catalog change and after every 0.1% more events (at least
+        every event for small states), not per request: they cost O(items).
+        """
+        state = self.state
+        seen = state.events_seen
+        key = (state.catalog_version, seen // max(1, seen // 1000), state.n_items)
+        if key != self._cache_key:
+            n = state.n_items
+            now = state.newest_event_time if np.isfinite(state.newest_event_time) else 0.0
+            bonus = self.freshness(now, n)
+            bonus[~state.available(now)] = -np.inf
+            self._cache = (state.trending(), bonus)
+            self._cache_key = key
+        return self._cache
 
     def for_reader(self, reader: str) -> Scores:
         """Scores of every live item for one reader; already-read items are -inf."""
-        state = self.state
-        history, _ = state.history(reader)
-        now = state.newest_event_time if np.isfinite(state.newest_event_time) else 0.0
-        trending = state.trending()
+        history, _ = self.state.history(reader)
+        trending, bonus = self.shared()
+        n = len(trending)
         if self.artifact is None or self.artifact.recipe in ("trending-now", "popularity-count"):
-            values = trending.copy()
+            values = trending + bonus
             recipe = self.recipe
         else:
             p = self.artifact.params
-            personal = self.personal(history)
+            personal = self.personal(history, n)
             # Readers with short histories lean on trending; long ones on their own taste.
             blend = p.trending_weight + (1.0 - p.trending_weight) * 3.0 / (3.0 + len(history))
-            values = p.personal_weight * personal + blend * trending
+            values = p.personal_weight * personal + blend * trending + bonus
             recipe = self.artifact.recipe
-        values = values + self.freshness(now)
-        values[~state.available(now)] = -np.inf
-        values[history] = -np.inf
+        values[history[history < n]] = -np.inf
         return Scores(values, recipe)
 
     def similar(self, item: int) -> np.ndarray:
