@@ -127,8 +127,8 @@ def recommendations(
     session_id: OptId = None,
     num_results: NumResults = 25,
     category: OptId = None,
-) -> dict[str, Any]:
-    return rec.recommend(user_id, session_id, num_results, category).as_dict()
+) -> JSON:
+    return JSON(rec.recommend(user_id, session_id, num_results, category).as_dict())
 
 
 @router.get(
@@ -136,20 +136,18 @@ def recommendations(
 )
 def similar(
     item_id: str, rec: Rec, _: Read, num_results: NumResults = 25, category: OptId = None
-) -> dict[str, Any]:
-    return rec.similar(item_id, num_results, category).as_dict()
+) -> JSON:
+    return JSON(rec.similar(item_id, num_results, category).as_dict())
 
 
 @router.get("/v1/trending", response_model=RecommendationList, tags=["recommendations"])
-def trending(
-    rec: Rec, _: Read, num_results: NumResults = 25, category: OptId = None
-) -> dict[str, Any]:
-    return rec.trending(num_results, category).as_dict()
+def trending(rec: Rec, _: Read, num_results: NumResults = 25, category: OptId = None) -> JSON:
+    return JSON(rec.trending(num_results, category).as_dict())
 
 
 @router.post("/v1/rankings", response_model=RecommendationList, tags=["recommendations"])
-def rankings(body: RankingRequest, rec: Rec, _: Read) -> dict[str, Any]:
-    return rec.rank(body.user_id, body.session_id, body.item_ids).as_dict()
+def rankings(body: RankingRequest, rec: Rec, _: Read) -> JSON:
+    return JSON(rec.rank(body.user_id, body.session_id, body.item_ids).as_dict())
 
 
 def _run_view(run: dict[str, Any]) -> dict[str, Any]:

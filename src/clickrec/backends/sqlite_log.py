@@ -7,6 +7,7 @@ So an acknowledged event is on disk, and many concurrent requests share one fsyn
 
 from __future__ import annotations
 
+import operator
 import queue
 import sqlite3
 import threading
@@ -47,6 +48,17 @@ _INSERT = (
     f"INSERT INTO events ({', '.join(_DATA_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in _DATA_COLUMNS)})"
 )
+_all_columns = operator.itemgetter(*_DATA_COLUMNS)
+
+
+def _row_of(record: dict[str, Any]) -> tuple[Any, ...]:
+    """The insert parameters of a record; missing columns are NULL."""
+    try:
+        return _all_columns(record)
+    except KeyError:
+        return tuple(record.get(c) for c in _DATA_COLUMNS)
+
+
 _SELECT = f"SELECT {', '.join(EVENT_COLUMNS)} FROM events"
 _HISTORY_COLUMNS = {"user_id", "session_id"}
 
@@ -158,7 +170,7 @@ class SQLiteEventLog:
             if event_id not in existing:
                 existing.add(event_id)
                 inserted.append(i)
-        rows = [tuple(records[i].get(c) for c in _DATA_COLUMNS) for i in inserted]
+        rows = [_row_of(records[i]) for i in inserted]
         seqs: list[int] = []
         if rows:
             (last,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
