@@ -86,15 +86,6 @@ def test_concurrent_appends_lose_nothing(make_log) -> None:  # type: ignore[no-u
     assert seqs == list(range(1, 8 * 20 * 25 + 1))
 
 
-def test_history_by_reader_newest_first(make_log) -> None:  # type: ignore[no-untyped-def]
-    log = make_log()
-    log.append([record("a", item="x"), record("b", item="y", user="other"), record("c", item="z")])
-    hist = log.history("user_id", "u", 10).column("item_id").to_pylist()
-    assert hist == ["z", "x"]
-    with pytest.raises(ValueError):
-        log.history("item_id; DROP TABLE events", "u", 1)
-
-
 def test_offsets_survive_reopening(make_log) -> None:  # type: ignore[no-untyped-def]
     log = make_log()
     log.append([record("a"), record("b")])

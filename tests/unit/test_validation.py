@@ -238,8 +238,9 @@ def test_to_record_fills_event_id_and_server_time() -> None:
 
     assert rec["timestamp"] == NOW
     assert rec["received_at"] == NOW
-    assert len(rec["event_id"]) == 32 and int(rec["event_id"], 16) >= 0
+    assert len(rec["event_id"]) == 30 and int(rec["event_id"], 16) >= 0
     assert again["event_id"] != rec["event_id"]
+    assert again["event_id"] > rec["event_id"]  # time-ordered, so the log index appends
     assert rec["context"] == '{"device":"mobile"}'
     assert rec["impression"] == '["p2","p3"]'
     assert rec["properties"] is None and rec["user_id"] is None

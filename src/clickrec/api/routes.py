@@ -103,19 +103,21 @@ def put_users(batch: UserBatch, engine: Eng, _: Ingest) -> dict[str, int]:
 
 @router.get("/v1/users/{user_id}", tags=["catalog"])
 def get_user(
-    user_id: str, engine: Eng, _: Read, limit: Annotated[int, Query(ge=1, le=1000)] = 50
+    user_id: str,
+    engine: Eng,
+    rec: Rec,
+    _: Read,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> dict[str, Any]:
+    """The reader's profile and the recent history that their recommendations use."""
     profile = engine.catalog.get_user(user_id)
-    history = engine.log.history("user_id", user_id, limit)
-    if profile is None and history.num_rows == 0:
+    history = rec.history(user_id, limit)
+    if profile is None and not history:
         raise NotFound(f"unknown user: {user_id}")
-    events = history.select(
-        ["item_id", "event_type", "event_value", "timestamp", "session_id"]
-    ).to_pylist()
     return {
         "user_id": user_id,
         "attributes": (profile or {}).get("attributes", {}),
-        "history": events,
+        "history": history,
     }
 
 

@@ -44,10 +44,6 @@ class EventLog(Protocol):
         """The highest seq committed, 0 for an empty log."""
         ...
 
-    def history(self, reader_column: str, reader: str, limit: int) -> pa.Table:
-        """The newest ``limit`` events of one reader (by ``user_id`` or ``session_id``)."""
-        ...
-
     def get_offset(self, consumer: str) -> int:
         """The last seq a consumer has committed as processed (0 if none)."""
         ...

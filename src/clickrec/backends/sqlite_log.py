@@ -38,8 +38,8 @@ CREATE TABLE IF NOT EXISTS events (
     properties TEXT,
     received_at REAL NOT NULL
 );
-CREATE INDEX IF NOT EXISTS events_user ON events(user_id, seq) WHERE user_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS events_session ON events(session_id, seq);
+DROP INDEX IF EXISTS events_user;
+DROP INDEX IF EXISTS events_session;
 CREATE TABLE IF NOT EXISTS offsets (consumer TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 """
 
@@ -60,7 +60,6 @@ def _row_of(record: dict[str, Any]) -> tuple[Any, ...]:
 
 
 _SELECT = f"SELECT {', '.join(EVENT_COLUMNS)} FROM events"
-_HISTORY_COLUMNS = {"user_id", "session_id"}
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -209,18 +208,6 @@ class SQLiteEventLog:
     def last_seq(self) -> int:
         (seq,) = self._reader().execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
         return int(seq)
-
-    def history(self, reader_column: str, reader: str, limit: int) -> pa.Table:
-        if reader_column not in _HISTORY_COLUMNS:
-            raise ValueError(f"cannot look up history by {reader_column!r}")
-        rows = (
-            self._reader()
-            .execute(
-                f"{_SELECT} WHERE {reader_column} = ? ORDER BY seq DESC LIMIT ?", (reader, limit)
-            )
-            .fetchall()
-        )
-        return _to_table(rows)
 
     def get_offset(self, consumer: str) -> int:
         row = (

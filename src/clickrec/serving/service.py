@@ -197,6 +197,16 @@ class Recommender:
                 log.exception("background refresh failed")
 
     # -- answering -----------------------------------------------------------------------
+    def history(self, user_id: str, limit: int) -> list[dict[str, Any]]:
+        """The reader's recent reads as the engine sees them now, newest first."""
+        with self.state.lock:
+            items, times = self.state.history(reader_key(user_id, ""))
+            ids = self.state.item_ids
+            return [
+                {"item_id": ids[i], "timestamp": t}
+                for i, t in zip(items[:limit].tolist(), times[:limit].tolist(), strict=True)
+            ]
+
     def _response(self, recipe: str, idx: np.ndarray, values: np.ndarray) -> Ranked:
         ids = self.state.item_ids
         items = [{"item_id": ids[i], "score": round(float(values[i]), 6)} for i in idx]
