@@ -124,6 +124,9 @@ def serve(
 
     settings = _settings(home)
     _configure_logging(settings.server.log_level)
+    # The log writer thread waits on SQLite with the interpreter lock released; a short
+    # switch interval lets it take the lock back quickly while request threads are busy.
+    sys.setswitchinterval(0.001)
     engine = Engine(settings)
     engine.start_background(worker=False)
     worker = WorkerProcess(settings.home, train_interval)

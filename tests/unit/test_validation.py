@@ -241,6 +241,7 @@ def test_to_record_fills_event_id_and_server_time() -> None:
     assert len(rec["event_id"]) == 30 and int(rec["event_id"], 16) >= 0
     assert again["event_id"] != rec["event_id"]
     assert again["event_id"] > rec["event_id"]  # time-ordered, so the log index appends
+    assert rec["_fresh_id"] is True
     assert rec["context"] == '{"device":"mobile"}'
     assert rec["impression"] == '["p2","p3"]'
     assert rec["properties"] is None and rec["user_id"] is None
@@ -259,7 +260,8 @@ def test_to_record_keeps_what_the_client_sent() -> None:
     assert rec["properties"] == '{"d":0.5}'
     from clickrec.core.schema import EVENT_COLUMNS
 
-    assert set(rec) == set(EVENT_COLUMNS) - {"seq"}
+    assert set(rec) == set(EVENT_COLUMNS) - {"seq"} | {"_fresh_id"}
+    assert rec["_fresh_id"] is False  # the client named it: the log checks for duplicates
 
 
 # -- items and users -------------------------------------------------------------------------

@@ -26,7 +26,9 @@ class EventLog(Protocol):
         """Durably append records (dicts of EVENT_COLUMNS without ``seq``).
 
         Returns only after the records are committed. A record whose ``event_id`` is already
-        in the log (or earlier in the same call) is a duplicate and is not stored again.
+        in the log (or earlier in the same call) is a duplicate and is not stored again;
+        a record flagged ``_fresh_id`` carries an id the server just made, so the log need
+        not look it up.
         Thread-safe; concurrent calls are committed together (group commit).
         """
         ...

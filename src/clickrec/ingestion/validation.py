@@ -66,6 +66,7 @@ def new_event_id(now: float) -> str:
 def to_record(event: Event, now: float) -> dict[str, Any]:
     """The stored form of an event (EVENT_SCHEMA columns without ``seq``)."""
     return {
+        "_fresh_id": event.event_id is None,
         "event_id": event.event_id or new_event_id(now),
         "timestamp": to_unix(event.timestamp) if event.timestamp is not None else now,
         "user_id": event.user_id,
