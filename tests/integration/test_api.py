@@ -306,3 +306,11 @@ def test_no_request_fails_while_models_swap(client: TestClient, keys: H, engine:
         thread.join()
     assert len(versions) == 3
     assert failures == []
+
+
+def test_a_new_catalog_without_events_gets_newest_posts(client: TestClient, keys: H) -> None:
+    items = [{"item_id": f"p{d}", "published_at": f"2026-01-{d:02d}T08:00:00Z"} for d in (3, 9, 5)]
+    client.put("/v1/items", json={"items": items}, headers=keys["ingest"])
+    for path in ("/v1/trending", "/v1/recommendations?session_id=first-visit"):
+        got = client.get(path, headers=keys["read"]).json()["items"]
+        assert [i["item_id"] for i in got] == ["p9", "p5", "p3"]

@@ -182,6 +182,16 @@ class OnlineState:
         top = t.max() if len(t) else 0.0
         return t / top if top > 0 else t
 
+    def newness(self) -> np.ndarray:
+        """Publication time scaled to [1, 2] (newest is 2; unknown is 0), per item."""
+        pub = self.published_at[: self.n_items]
+        known = ~np.isnan(pub)
+        out = np.zeros(self.n_items)
+        if known.any():
+            low, high = pub[known].min(), pub[known].max()
+            out[known] = 1.0 + ((pub[known] - low) / (high - low) if high > low else 1.0)
+        return out
+
     def counts(self) -> np.ndarray:
         return self._count[: self.n_items]
 
@@ -198,6 +208,8 @@ class OnlineState:
     def available(self, now: float) -> np.ndarray:
         """Mask of items that may be shown: not deleted, not expired, already published."""
         n = self.n_items
+        if not np.isfinite(now):  # no event yet, so no time to judge publication by
+            return ~self.deleted[:n]
         pub = self.published_at[:n]
         return ~self.deleted[:n] & (self.expires_at[:n] > now) & ~(pub > now + 60.0)
 

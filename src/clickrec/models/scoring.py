@@ -23,6 +23,11 @@ class Exploration:
     item_age_cutoff_days: float = 2.0  # only posts younger than this are explored
 
 
+# Items nobody has read yet are ordered newest first, far below anything read at all, so
+# a catalog without events (or before the first model) still gets sensible answers.
+NEWEST_TIEBREAK = 1e-6
+
+
 @dataclass(frozen=True)
 class Scores:
     """Scores over the live item index, plus how they were made."""
@@ -118,10 +123,10 @@ class Scorer:
         key = (state.catalog_version, seen // max(1, seen // 1000), state.n_items)
         if key != self._cache_key:
             n = state.n_items
-            now = state.newest_event_time if np.isfinite(state.newest_event_time) else 0.0
-            bonus = self.freshness(now, n)
+            now = state.newest_event_time
+            bonus = self.freshness(now, n) if np.isfinite(now) else np.zeros(n)
             bonus[~state.available(now)] = -np.inf
-            self._cache = (state.trending(), bonus)
+            self._cache = (state.trending() + NEWEST_TIEBREAK * state.newness(), bonus)
             self._cache_key = key
         return self._cache
 
@@ -147,7 +152,7 @@ class Scorer:
         """Scores of items similar to one item (model neighbours, else same category)."""
         state = self.state
         n = state.n_items
-        now = state.newest_event_time if np.isfinite(state.newest_event_time) else 0.0
+        now = state.newest_event_time
         values = np.zeros(n)
         m = self.model_of_live[item] if item < len(self.model_of_live) else -1
         if self.artifact is not None and m >= 0:

@@ -228,11 +228,10 @@ class Recommender:
             return self._response(scores.recipe, idx, scores.values)
 
     def trending(self, n: int, category: str | None = None) -> Ranked:
+        scorer = self.scorer
         with self.state.lock:
-            now = self.state.newest_event_time
-            values = self.state.trending()
-            values[~self.state.available(now if np.isfinite(now) else 0.0)] = -np.inf
-            values[values <= 0] = -np.inf
+            trending, bonus = scorer.shared()
+            values = np.where(np.isfinite(bonus) & (trending > 0), trending, -np.inf)
             idx = top_n(values, n, self._mask(category))
             return self._response("trending-now", idx, values)
 
