@@ -1,0 +1,561 @@
+"""Shared pieces of the benchmarks: a server under test, CLI runs, load loops and the report.
+
+Nothing here imports clickrec's internals except where a script asks for them: the
+benchmarks drive the engine the way a user does, through ``clickrec`` and its HTTP API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+BENCH_DIR = Path(__file__).resolve().parent
+OUT_DIR = BENCH_DIR / "out"
+VENV_BIN = Path(sys.executable).parent
+CLICKREC = str(VENV_BIN / "clickrec") if (VENV_BIN / "clickrec").exists() else "clickrec"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# -- processes -------------------------------------------------------------------------------
+@dataclass
+class CliRun:
+    """One finished ``clickrec`` command: wall and CPU seconds, peak memory, output."""
+
+    args: list[str]
+    wall_s: float
+    cpu_s: float
+    max_rss_mb: float
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(args: Sequence[str], log_dir: Path, check: bool = True) -> CliRun:
+    """Run ``clickrec <args>`` to its end; its own rusage gives CPU time and peak RSS."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    stem = "-".join(a for a in args[:2] if not a.startswith("-")).replace("/", "_")
+    out_path, err_path = log_dir / f"{stem}.out", log_dir / f"{stem}.err"
+    with open(out_path, "w") as out, open(err_path, "w") as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen([CLICKREC, *args], stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    run = CliRun(
+        list(args),
+        wall,
+        usage.ru_utime + usage.ru_stime,
+        usage.ru_maxrss / 1024.0,
+        proc.returncode,
+        out_path.read_text(),
+        err_path.read_text(),
+    )
+    if check and run.returncode != 0:
+        raise RuntimeError(
+            f"clickrec {' '.join(args)} exited {run.returncode}:\n{run.stderr[-3000:]}"
+        )
+    return run
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a running process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def descendants(pid: int) -> list[int]:
+    """Live child processes of ``pid``, recursively (``clickrec serve`` starts a worker)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process and of its live descendants."""
+    total = 0.0
+    for p in [pid, *descendants(pid)]:
+        with contextlib.suppress(OSError):
+            total += proc_cpu_seconds(p)
+    return total
+
+
+def proc_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Home:
+    """A temporary clickrec home (removed at the end unless ``keep``) and its admin key."""
+
+    def __init__(self, path: Path | None = None, keep: bool = False) -> None:
+        self.keep = keep or path is not None
+        self.path = Path(path) if path else Path(tempfile.mkdtemp(prefix="clickrec-bench-"))
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.logs = self.path / "bench-logs"
+        self.key = ""
+
+    def init(self) -> CliRun:
+        run = run_cli(["init", "--home", str(self.path)], self.logs)
+        keys = [line.strip() for line in run.stdout.splitlines() if line.strip().startswith("ck_")]
+        saved = self.path / "admin.key"
+        self.key = keys[0] if keys else saved.read_text().strip()
+        return run
+
+    def cleanup(self) -> None:
+        if not self.keep:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
+class Server:
+    """``clickrec serve`` as a subprocess; started on entry, SIGTERM (then SIGKILL) on exit."""
+
+    def __init__(self, home: Home, train_interval: float = 3600.0, port: int | None = None):
+        self.home = home
+        self.train_interval = train_interval
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.startup_s = float("nan")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, timeout: float = 600.0) -> None:
+        self.home.logs.mkdir(parents=True, exist_ok=True)
+        log = open(self.home.logs / f"serve-{self.port}.log", "ab")  # noqa: SIM115 - kept open
+        args = [
+            CLICKREC,
+            "serve",
+            "--home",
+            str(self.home.path),
+            "--port",
+            str(self.port),
+            "--train-interval",
+            str(self.train_interval),
+        ]
+        started = time.perf_counter()
+        self.proc = subprocess.Popen(args, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        log.close()
+        deadline = time.monotonic() + timeout
+        with httpx.Client(base_url=self.url, timeout=2.0) as client:
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"server exited with {self.proc.returncode}: {self.tail()}")
+                try:
+                    if client.get("/healthz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"server not healthy after {timeout}s: {self.tail()}")
+                time.sleep(0.1)
+        self.startup_s = time.perf_counter() - started
+
+    def tail(self, chars: int = 3000) -> str:
+        path = self.home.logs / f"serve-{self.port}.log"
+        return path.read_text(errors="replace")[-chars:] if path.exists() else ""
+
+    def stop(self, timeout: float = 60.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def __enter__(self) -> Server:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.home.key}", "content-type": "application/json"}
+
+
+# -- load ------------------------------------------------------------------------------------
+@dataclass
+class LoadResult:
+    """Latencies (seconds) of the requests of one measured phase, and what it cost."""
+
+    latencies: list[float] = field(default_factory=list)
+    starts: list[float] = field(default_factory=list)  # seconds into the phase, per latency
+    send_lags: list[float] = field(default_factory=list)  # open loop: start - scheduled time
+    errors: int = 0
+    error_samples: list[str] = field(default_factory=list)
+    units: int = 0  # events accepted, items returned…: whatever the phase counts
+    elapsed_s: float = 0.0
+    client_cpu_s: float = 0.0
+    server_cpu_s: float = 0.0
+
+    @property
+    def requests(self) -> int:
+        return len(self.latencies)
+
+    def pct(self, q: float) -> float:
+        """A latency percentile in milliseconds."""
+        return float(np.percentile(self.latencies, q)) * 1e3 if self.latencies else float("nan")
+
+    def lag_pct(self, q: float) -> float:
+        return float(np.percentile(self.send_lags, q)) * 1e3 if self.send_lags else float("nan")
+
+    def rate(self) -> float:
+        return self.requests / self.elapsed_s if self.elapsed_s else float("nan")
+
+    def cpu_pct(self, which: str) -> float:
+        cpu = self.client_cpu_s if which == "client" else self.server_cpu_s
+        return 100.0 * cpu / self.elapsed_s if self.elapsed_s else float("nan")
+
+    def cpu_per_request_ms(self) -> float:
+        """Server CPU (with its worker) per answered request, in milliseconds."""
+        return 1e3 * self.server_cpu_s / self.requests if self.requests else float("nan")
+
+    def timeline(self, window_s: float = 5.0) -> list[dict[str, float]]:
+        """Requests and p50/p99 latency (ms) per window of the phase: shows stalls."""
+        if not self.latencies:
+            return []
+        starts, lat = np.asarray(self.starts), np.asarray(self.latencies) * 1e3
+        slot = (starts // window_s).astype(int)
+        return [
+            {
+                "from_s": k * window_s,
+                "requests": int((slot == k).sum()),
+                "p50_ms": round(float(np.percentile(lat[slot == k], 50)), 2),
+                "p99_ms": round(float(np.percentile(lat[slot == k], 99)), 2),
+            }
+            for k in np.unique(slot).tolist()
+        ]
+
+    def note_error(self, what: str) -> None:
+        self.errors += 1
+        if len(self.error_samples) < 5:
+            self.error_samples.append(what[:300])
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "error_samples": self.error_samples,
+            "units": self.units,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "requests_per_s": round(self.rate(), 1),
+            "p50_ms": round(self.pct(50), 3),
+            "p90_ms": round(self.pct(90), 3),
+            "p99_ms": round(self.pct(99), 3),
+            "max_ms": round(self.pct(100), 3),
+            "send_lag_p99_ms": round(self.lag_pct(99), 3) if self.send_lags else None,
+            "client_cpu_pct": round(self.cpu_pct("client"), 1),
+            "server_cpu_pct": round(self.cpu_pct("server"), 1),
+            "server_cpu_ms_per_request": round(self.cpu_per_request_ms(), 3),
+            "timeline_5s": self.timeline(5.0),
+        }
+
+
+class RawClient:
+    """A minimal HTTP/1.1 keep-alive client on asyncio streams, for the load loops only.
+
+    httpx.AsyncClient would do, but in this environment it costs about 3 ms of client CPU
+    per request: ``sniffio`` is not installed (anyio 4.x no longer needs it), so httpcore's
+    ``current_async_library()`` retries a failing ``import sniffio`` (a sys.path scan) several
+    times per request. With 2 cores that would make the load generator, not the server, the
+    bottleneck; this client costs about 0.15 ms of CPU per request.
+    """
+
+    IDLE_S = 4.0  # reuse a kept-alive connection only if idle for less (uvicorn closes at 5 s)
+
+    def __init__(self, url: str, headers: dict[str, str], max_connections: int) -> None:
+        host_port = url.split("://", 1)[1].rstrip("/")
+        self.host, port = host_port.rsplit(":", 1)
+        self.port = int(port)
+        lines = [f"host: {host_port}"] + [f"{k}: {v}" for k, v in headers.items()]
+        self._head = "\r\n".join(lines).encode()
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
+        self._slots = asyncio.Semaphore(max_connections)
+        self._open: set[asyncio.StreamWriter] = set()
+
+    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+        """Send one request and read its whole answer: (status, body).
+
+        A kept-alive connection the server has closed meanwhile (uvicorn drops idle ones
+        after 5 s) is replaced once, as any HTTP client does; nothing else is retried.
+        """
+        message = b"%s %s HTTP/1.1\r\n%s\r\ncontent-length: %d\r\n\r\n%s" % (
+            method.encode(),
+            path.encode(),
+            self._head,
+            len(body),
+            body,
+        )
+        async with self._slots:
+            reused = False
+            while self._idle:
+                reader, writer, last_used = self._idle.pop()
+                if time.monotonic() - last_used < self.IDLE_S:
+                    reused = True
+                    break
+                self._drop(writer)
+            if not reused:
+                reader, writer = await self._connect()
+            try:
+                writer.write(message)
+                status, payload, keep = await self._read(reader)
+            except (asyncio.IncompleteReadError, ConnectionError) as exc:
+                self._drop(writer)
+                if not reused or getattr(exc, "partial", b"") != b"":
+                    raise
+                reader, writer = await self._connect()
+                try:
+                    writer.write(message)
+                    status, payload, keep = await self._read(reader)
+                except BaseException:
+                    self._drop(writer)
+                    raise
+            except BaseException:
+                self._drop(writer)
+                raise
+            if keep:
+                self._idle.append((reader, writer, time.monotonic()))
+            else:
+                self._drop(writer)
+            return status, payload
+
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        self._open.add(writer)
+        return reader, writer
+
+    @staticmethod
+    async def _read(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split(b" ", 2)[1])
+        headers = {}
+        for line in lines[1:]:
+            if line:
+                name, _, value = line.partition(b":")
+                headers[name.strip().lower()] = value.strip().lower()
+        if b"content-length" in headers:
+            payload = await reader.readexactly(int(headers[b"content-length"]))
+        elif headers.get(b"transfer-encoding") == b"chunked":
+            parts = []
+            while True:
+                size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+                parts.append(await reader.readexactly(size + 2))
+                if size == 0:
+                    break
+            payload = b"".join(p[:-2] for p in parts)
+        else:
+            payload = await reader.read()
+        return status, payload, headers.get(b"connection") != b"close"
+
+    def _drop(self, writer: asyncio.StreamWriter) -> None:
+        self._open.discard(writer)
+        writer.close()
+
+    async def __aenter__(self) -> RawClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for writer in list(self._open):
+            self._drop(writer)
+        self._idle.clear()
+
+
+# A request function returns how many units it delivered (events accepted, items returned);
+# it raises on a bad answer, which counts as an error (its latency is not recorded).
+Request = Callable[[RawClient, int], Awaitable[int]]
+
+
+def make_client(server: Server, connections: int) -> RawClient:
+    return RawClient(server.url, server.headers(), connections)
+
+
+async def closed_loop(
+    client: RawClient,
+    request: Request,
+    workers: int,
+    server_pid: int,
+    duration_s: float | None = None,
+    count: int | None = None,
+) -> LoadResult:
+    """``workers`` loops each sending its next request when the last one answers.
+
+    Stops after ``duration_s`` seconds or, if given, after exactly ``count`` requests.
+    """
+    result = LoadResult()
+    issued = 0
+    started = time.perf_counter()
+    deadline = started + duration_s if duration_s is not None else float("inf")
+    cpu0, srv0 = time.process_time(), tree_cpu_seconds(server_pid)
+
+    async def worker() -> None:
+        nonlocal issued
+        while True:
+            if count is not None and issued >= count:
+                return
+            if time.perf_counter() >= deadline:
+                return
+            seq = issued
+            issued += 1
+            t0 = time.perf_counter()
+            try:
+                units = await request(client, seq)
+            except Exception as exc:  # noqa: BLE001 - every failure is counted, none hidden
+                result.note_error(f"{type(exc).__name__}: {exc}")
+                continue
+            result.latencies.append(time.perf_counter() - t0)
+            result.starts.append(t0 - started)
+            result.units += units
+
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    result.elapsed_s = time.perf_counter() - started
+    result.client_cpu_s = time.process_time() - cpu0
+    result.server_cpu_s = tree_cpu_seconds(server_pid) - srv0
+    return result
+
+
+async def open_loop(
+    client: RawClient,
+    request: Request,
+    rate: float,
+    duration_s: float,
+    server_pid: int,
+) -> LoadResult:
+    """Requests scheduled at fixed times (``rate`` per second), whatever the answers do.
+
+    Latency runs from the scheduled time, so a stall delays no later request's clock
+    (no coordinated omission); ``send_lags`` shows how late the client itself started each.
+    """
+    result = LoadResult()
+    total = int(rate * duration_s)
+    interval = 1.0 / rate
+    tasks: list[asyncio.Task[None]] = []
+
+    async def one(seq: int, scheduled: float) -> None:
+        result.send_lags.append(time.perf_counter() - scheduled)
+        try:
+            units = await request(client, seq)
+        except Exception as exc:  # noqa: BLE001 - every failure is counted, none hidden
+            result.note_error(f"{type(exc).__name__}: {exc}")
+            return
+        result.latencies.append(time.perf_counter() - scheduled)
+        result.starts.append(scheduled - started)
+        result.units += units
+
+    cpu0, srv0 = time.process_time(), tree_cpu_seconds(server_pid)
+    started = time.perf_counter()
+    for seq in range(total):
+        scheduled = started + seq * interval
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(seq, scheduled)))
+    await asyncio.gather(*tasks)
+    result.elapsed_s = time.perf_counter() - started
+    result.client_cpu_s = time.process_time() - cpu0
+    result.server_cpu_s = tree_cpu_seconds(server_pid) - srv0
+    return result
+
+
+# -- the report ------------------------------------------------------------------------------
+def fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        if value != value:  # nan
+            return "–"
+        if abs(value) >= 1000:
+            return f"{value:,.0f}"
+        if abs(value) >= 100:
+            return f"{value:.0f}"
+        if abs(value) >= 10:
+            return f"{value:.1f}"
+        return f"{value:.2f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    lines = ["| metric | value | baseline | target |", "| --- | ---: | ---: | --- |"]
+    for row in rows:
+        cells = [row["metric"], fmt(row["value"]), fmt(row.get("baseline")), row.get("target")]
+        lines.append("| " + " | ".join(c if c is not None else "–" for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def report(name: str, title: str, rows: list[dict[str, Any]], details: dict[str, Any]) -> Path:
+    """Print the Markdown table and write rows + details to bench/out/<name>.json."""
+    print(f"\n### {title}\n")
+    print(markdown_table(rows))
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    path = OUT_DIR / f"{name}.json"
+    doc = {"bench": name, "title": title, "machine": machine(), "rows": rows, **details}
+    path.write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    print(f"\n(written to {path.relative_to(BENCH_DIR.parent)})")
+    return path
+
+
+def row(metric: str, value: Any, baseline: Any = None, target: str | None = None) -> dict[str, Any]:
+    return {"metric": metric, "value": value, "baseline": baseline, "target": target}
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
