@@ -288,7 +288,7 @@ def import_interactions(
     try:
         total = read_table(file).num_rows
         with _progress() as bar:
-            task = bar.add_task(f"importing {file.name}", total=total)
+            task = bar.add_task(f"validating, then importing {file.name}", total=2 * total)
             rows, accepted, dups = import_interactions(
                 engine.ingestor, file, cols, lambda n: bar.advance(task, n)
             )

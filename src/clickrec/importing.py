@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from clickrec.core.errors import InvalidInput
 from clickrec.core.types import Event, Item, to_unix
 from clickrec.ingestion.service import Ingestor
-from clickrec.ingestion.validation import parse_batch
+from clickrec.ingestion.validation import check_times, parse_batch
 
 BATCH = 1000
 Progress = Callable[[int], None]
@@ -111,27 +111,40 @@ def _daily_session(user: str | None, timestamp: Any) -> str:
     return f"{user}-{day}"
 
 
+def _validated_chunks(
+    table: pa.Table, cols: InteractionColumns, now: float
+) -> Iterator[list[Event]]:
+    """The file's events in batches, validated like live events (row numbers in errors)."""
+    for start in range(0, table.num_rows, BATCH):
+        rows = list(_event_rows(table.slice(start, BATCH), cols))
+        events = parse_batch(Event, rows, first_index=start)
+        check_times(events, now, first_index=start)
+        yield events
+
+
 def import_interactions(
     ingestor: Ingestor, path: Path, cols: InteractionColumns, progress: Progress = lambda n: None
 ) -> tuple[int, int, int]:
-    """Validate everything first (nothing is written if any row is bad), then ingest.
+    """Validate the whole file, then ingest it batch by batch; nothing is written if any
+    row is bad. Memory stays bounded: a batch at a time is held as Python objects (each
+    row is validated twice, which costs less than holding millions of them).
 
-    Returns (rows, accepted, duplicates).
+    ``progress`` is told of each batch twice, once per pass. Returns (rows, accepted,
+    duplicates).
     """
     table = read_table(path)
     if cols.timestamp in table.column_names:
         table = table.sort_by(cols.timestamp)
-    rows = list(_event_rows(table, cols))
-    events: list[Event] = []
-    for start in range(0, len(rows), BATCH):
-        events.extend(parse_batch(Event, rows[start : start + BATCH], first_index=start))
+    now = ingestor.clock.now()
+    for events in _validated_chunks(table, cols, now):
+        progress(len(events))
     accepted = duplicates = 0
-    for start in range(0, len(events), BATCH):
-        result = ingestor.ingest(events[start : start + BATCH])
+    for events in _validated_chunks(table, cols, now):
+        result = ingestor.ingest(events)
         accepted += result.accepted
         duplicates += result.duplicates
-        progress(min(BATCH, len(events) - start))
-    return len(rows), accepted, duplicates
+        progress(len(events))
+    return table.num_rows, accepted, duplicates
 
 
 def _split_list(value: Any, sep: str) -> list[str]:

@@ -106,3 +106,20 @@ def test_missing_file_and_missing_column_are_clear_errors(tmp_path: Path) -> Non
     f.write_text("user,thing\n1,2\n")
     result = runner.invoke(app, ["import", "interactions", str(f), "--home", str(home)])
     assert result.exit_code == 1 and "item_id" in result.output
+
+
+def test_a_bad_row_late_in_a_big_file_writes_nothing(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    invoke("init", "--home", str(home))
+    lines = [f"u{i % 50},s{i % 50},p{i % 30},{1700000000 + i}" for i in range(2500)]
+    lines[2400] = "u1,s1,p1,4102444800"  # 2100-01-01: far in the future
+    f = tmp_path / "events.csv"
+    f.write_text("user_id,session_id,item_id,timestamp\n" + "\n".join(lines) + "\n")
+    result = runner.invoke(app, ["import", "interactions", str(f), "--home", str(home)])
+    assert result.exit_code == 1
+    assert "timestamp" in result.output
+    engine = Engine(load_settings(home, environ={}), serving=False)
+    try:
+        assert engine.log.last_seq() == 0  # the first 2,400 valid rows were not written either
+    finally:
+        engine.close()
