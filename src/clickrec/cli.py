@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import signal
@@ -128,6 +129,10 @@ def serve(
     # switch interval lets it take the lock back quickly while request threads are busy.
     sys.setswitchinterval(0.001)
     engine = Engine(settings)
+    # The replayed online state is long-lived: freeze it out of the collector's way, so a
+    # full collection does not walk millions of objects in the middle of a request.
+    gc.collect()
+    gc.freeze()
     engine.start_background(worker=False)
     worker = WorkerProcess(settings.home, train_interval)
     worker.start()

@@ -1,8 +1,12 @@
-"""Dependencies of the routes, in one place: the engine and the caller's key."""
+"""Dependencies of the routes, in one place: the engine and the caller's key.
+
+They are coroutines on purpose: they never block for long, and a plain function would
+cost every request a hop through the thread pool.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from fastapi import Request
 
@@ -12,27 +16,31 @@ from clickrec.keys import Principal
 from clickrec.serving.service import Recommender
 
 
-def engine(request: Request) -> Engine:
-    eng: Engine = request.app.state.engine
-    return eng
+async def engine(request: Request) -> Engine:
+    return _engine(request)
 
 
-def recommender(request: Request) -> Recommender:
-    rec = engine(request).recommender
+async def recommender(request: Request) -> Recommender:
+    rec = _engine(request).recommender
     if rec is None:
         raise StoreUnavailable("this process does not serve recommendations")
     return rec
 
 
-def require(scope: str) -> Callable[[Request], Principal]:
+def _engine(request: Request) -> Engine:
+    eng: Engine = request.app.state.engine
+    return eng
+
+
+def require(scope: str) -> Callable[[Request], Awaitable[Principal]]:
     """A dependency that admits a bearer key with ``scope`` (or admin), else 401/403."""
 
-    def check(request: Request) -> Principal:
+    async def check(request: Request) -> Principal:
         header = request.headers.get("authorization", "")
         kind, _, token = header.partition(" ")
         if kind.lower() != "bearer" or not token.strip():
             raise Unauthorized("missing API key: send Authorization: Bearer <key>")
-        principal = engine(request).keys.verify(token.strip())
+        principal = _engine(request).keys.verify(token.strip())
         principal.require(scope)
         request.state.principal = principal
         return principal

@@ -28,7 +28,7 @@ OptId = Annotated[str | None, Query(min_length=1, max_length=256)]
 
 
 @router.get("/healthz", tags=["health"])
-def healthz() -> dict[str, str]:
+async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
@@ -122,7 +122,7 @@ def get_user(
 
 
 @router.get("/v1/recommendations", response_model=RecommendationList, tags=["recommendations"])
-def recommendations(
+async def recommendations(
     rec: Rec,
     _: Read,
     user_id: OptId = None,
@@ -136,19 +136,19 @@ def recommendations(
 @router.get(
     "/v1/items/{item_id}/similar", response_model=RecommendationList, tags=["recommendations"]
 )
-def similar(
+async def similar(
     item_id: str, rec: Rec, _: Read, num_results: NumResults = 25, category: OptId = None
 ) -> JSON:
     return JSON(rec.similar(item_id, num_results, category).as_dict())
 
 
 @router.get("/v1/trending", response_model=RecommendationList, tags=["recommendations"])
-def trending(rec: Rec, _: Read, num_results: NumResults = 25, category: OptId = None) -> JSON:
+async def trending(rec: Rec, _: Read, num_results: NumResults = 25, category: OptId = None) -> JSON:
     return JSON(rec.trending(num_results, category).as_dict())
 
 
 @router.post("/v1/rankings", response_model=RecommendationList, tags=["recommendations"])
-def rankings(body: RankingRequest, rec: Rec, _: Read) -> JSON:
+async def rankings(body: RankingRequest, rec: Rec, _: Read) -> JSON:
     return JSON(rec.rank(body.user_id, body.session_id, body.item_ids).as_dict())
 
 
