@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import os
+import itertools
+import secrets
 from collections.abc import Sequence
 from typing import Any
 
@@ -57,10 +58,15 @@ def _json(value: Any) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
 
 
+_PROCESS_TAG = secrets.token_hex(5)  # tells apart ids made by different processes
+_COUNTER = itertools.count()  # next() is atomic under the interpreter lock
+
+
 def new_event_id(now: float) -> str:
     """A server-made id: time-ordered (so the log's unique index grows at its end, which
-    keeps appends cheap), with 64 random bits against collisions within a microsecond."""
-    return f"{int(now * 1_000_000):014x}{os.urandom(8).hex()}"
+    keeps appends cheap), then a per-process tag and counter, so it is unique without a
+    system call per event."""
+    return f"{int(now * 1_000_000):014x}{_PROCESS_TAG}{next(_COUNTER) & 0xFFFFFF:06x}"
 
 
 def to_record(event: Event, now: float) -> dict[str, Any]:
