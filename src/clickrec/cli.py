@@ -6,6 +6,7 @@ import contextlib
 import gc
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -168,8 +169,12 @@ def worker(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     engine.start_background(train_interval, worker=True)
+    parent = os.getppid()
     try:
-        stop.wait()
+        # A worker whose server died (even by SIGKILL) stops too: its parent changes.
+        while not stop.wait(0.5):
+            if os.getppid() != parent:
+                break
     finally:
         engine.close()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,3 +74,13 @@ class Lake(Protocol):
         ...
 
     def has_files(self) -> bool: ...
+
+    def acquire_writer(self, stop: threading.Event, poll: float = 0.2) -> bool:
+        """Wait to become the lake's only writer (until ``stop``); True when acquired.
+
+        Two archive consumers at once (a restarted server beside its old, still flushing
+        worker) would recover over each other's batches; this lock makes that impossible.
+        """
+        ...
+
+    def release_writer(self) -> None: ...

@@ -58,7 +58,18 @@ class ArchiveConsumer:
         return batch.num_rows
 
     def run_forever(self, stop: threading.Event, idle_seconds: float = 1.0) -> None:
-        """Archive until ``stop`` is set, then flush what is left and return."""
+        """Archive until ``stop`` is set, then flush what is left and return.
+
+        Runs only while it holds the lake's writer lock, so one consumer archives at a time.
+        """
+        if not self.lake.acquire_writer(stop):
+            return
+        try:
+            self._run(stop, idle_seconds)
+        finally:
+            self.lake.release_writer()
+
+    def _run(self, stop: threading.Event, idle_seconds: float) -> None:
         self._attempt(self.recover)
         while not stop.is_set():
             archived = self._attempt(self.run_once)

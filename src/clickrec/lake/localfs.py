@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import os
 import re
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,6 +70,28 @@ class LocalLake:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self._events = self.root / "events"
+        self._lock_fd: int | None = None
+
+    def acquire_writer(self, stop: threading.Event, poll: float = 0.2) -> bool:
+        """Become the lake's only writer (an exclusive lock the OS frees when the process
+        dies), waiting until ``stop`` is set; True when acquired."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / ".writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if stop.wait(poll):
+                    os.close(fd)
+                    return False
+                continue
+            self._lock_fd = fd
+            return True
+
+    def release_writer(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the lock
+            self._lock_fd = None
 
     def write_batch(self, table: pa.Table, batch_first: int, batch_last: int) -> list[Path]:
         """Write one consumer batch (seq range inclusive), one Parquet file per event date."""
