@@ -260,6 +260,9 @@ def test_the_schema_needs_a_key(client: TestClient, keys: H) -> None:
     assert client.get("/v1/openapi.json").status_code == 401
     schema = client.get("/v1/openapi.json", headers=keys["read"]).json()
     assert "/v1/recommendations" in schema["paths"]
+    body = schema["paths"]["/v1/events"]["post"]["requestBody"]["content"]["application/json"]
+    assert body["schema"] == {"$ref": "#/components/schemas/EventBatch"}
+    assert "session_id" in schema["components"]["schemas"]["Event"]["properties"]
 
 
 def test_category_filter(client: TestClient, keys: H) -> None:

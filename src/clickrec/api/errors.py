@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from clickrec.core.errors import (
@@ -63,6 +64,44 @@ def _field_error(err: dict[str, Any]) -> FieldError:
     return FieldError(index, ".".join(str(p) for p in loc), str(err.get("msg", "invalid")))
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
+class MalformedBody(InvalidInput):
+    """The body is not JSON at all (400, not 422)."""
+
+
+def parse_body(model: type[M], body: bytes) -> M:
+    """Validate a raw JSON body against ``model`` with errors shaped like every other 4xx."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        raw = exc.errors(include_url=False, include_input=False)
+        if any(e["type"] == "json_invalid" for e in raw):
+            raise MalformedBody("request body is not valid JSON") from exc
+        raise InvalidInput([_field_error(dict(e)) for e in raw]) from exc
+
+
+def body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI for a body a route parses itself (the schema lives in components)."""
+    name = model.__name__
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}},
+        }
+    }
+
+
+def add_body_schemas(schema: dict[str, Any], models: list[type[BaseModel]]) -> None:
+    """Put the models that routes parse themselves into the schema's components."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for model in models:
+        doc = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(doc.pop("$defs", {}))
+        components[model.__name__] = doc
+
+
 async def _validation(request: Request, exc: RequestValidationError) -> JSON:
     raw = list(exc.errors())
     if any(e.get("type") == "json_invalid" for e in raw):
@@ -76,6 +115,8 @@ async def _validation(request: Request, exc: RequestValidationError) -> JSON:
 async def _engine_error(request: Request, exc: ClickrecError) -> JSON:
     status = next((code for cls, code in _STATUS if isinstance(exc, cls)), 500)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if isinstance(exc, MalformedBody):
+        return JSON(error_body(str(exc)), status_code=400)
     if isinstance(exc, InvalidInput):
         return JSON(error_body("invalid request", exc.errors), status_code=status)
     if status >= 500:

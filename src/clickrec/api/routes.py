@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
 
-from clickrec.api import deps
+from clickrec.api import deps, errors
 from clickrec.api.errors import JSON
 from clickrec.api.schemas import Accepted, RankingRequest, RecommendationList, RunState
 from clickrec.core.errors import NotFound
@@ -56,13 +56,28 @@ def readyz(engine: Eng) -> JSON:
 def openapi(request: Request, _: Read) -> dict[str, Any]:
     app = request.app
     schema: dict[str, Any] = get_openapi(title=app.title, version=app.version, routes=app.routes)
+    errors.add_body_schemas(schema, [EventBatch])
     return schema
 
 
-@router.post("/v1/events", status_code=202, response_model=Accepted, tags=["events"])
-async def post_events(batch: EventBatch, engine: Eng, _: Ingest) -> Accepted:
-    result = await run_in_threadpool(engine.ingestor.ingest, batch.events)
-    return Accepted(accepted=result.accepted, duplicates=result.duplicates)
+@router.post(
+    "/v1/events",
+    status_code=202,
+    response_model=Accepted,
+    tags=["events"],
+    openapi_extra=errors.body_schema(EventBatch),
+)
+async def post_events(request: Request, engine: Eng, _: Ingest) -> JSON:
+    """Parse, validate and store in one worker thread, off the event loop (pydantic's
+    own JSON parser; the loop only moves bytes)."""
+    body = await request.body()
+
+    def ingest() -> JSON:
+        batch = errors.parse_body(EventBatch, body)
+        result = engine.ingestor.ingest(batch.events)
+        return JSON({"accepted": result.accepted, "duplicates": result.duplicates}, status_code=202)
+
+    return await run_in_threadpool(ingest)
 
 
 @router.put("/v1/items", tags=["catalog"])
