@@ -55,6 +55,8 @@ class Engine:
                 Exploration(s.exploration_weight, s.exploration_item_age_cutoff_days),
                 s.replay_events,
             )
+        if self.recommender is not None:
+            self.log.before_commit = self.recommender.claim
         self.ingestor = Ingestor(
             self.log, self.clock, self.recommender.apply_appended if self.recommender else None
         )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,6 +22,10 @@ class AppendResult:
 
 class EventLog(Protocol):
     """The durable, ordered stream of events (the role Kinesis plays)."""
+
+    before_commit: Callable[[list[int]], None] | None
+    """Called with the seqs of appended records after they are assigned and before any
+    reader can see them, so a process can tell its own appends apart while tailing."""
 
     def append(self, records: Sequence[dict[str, Any]]) -> AppendResult:
         """Durably append records (dicts of EVENT_COLUMNS without ``seq``).

@@ -11,7 +11,7 @@ import operator
 import queue
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -110,6 +110,7 @@ class SQLiteEventLog:
         self._pending: queue.Queue[tuple[Sequence[dict[str, Any]], Future[AppendResult]] | None]
         self._pending = queue.Queue()
         self._closed = False
+        self.before_commit: Callable[[list[int]], None] | None = None
         self._writer = threading.Thread(
             target=self._write_loop, name="eventlog-writer", daemon=True
         )
@@ -147,6 +148,8 @@ class SQLiteEventLog:
         try:
             conn.execute("BEGIN IMMEDIATE")
             results = [self._insert(conn, records) for records, _ in group]
+            if self.before_commit is not None:
+                self.before_commit([s for r in results for s in r.seqs])
             conn.execute("COMMIT")
         except Exception as exc:  # noqa: BLE001 - every waiter must learn of the failure
             if conn.in_transaction:

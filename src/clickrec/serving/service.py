@@ -2,7 +2,8 @@
 
 Events acknowledged by this process are applied before the response returns
 (read-your-writes). Events written by anyone else (an import, another server) are picked
-up by tailing the log. A newly published model is loaded beside the old one and swapped
+up by tailing the log, which skips the seqs this process claimed before they committed.
+A newly published model is loaded beside the old one and swapped
 in with one assignment, so no request fails during the swap.
 """
 
@@ -62,6 +63,8 @@ class Recommender:
         self._cursor = 0
         self._catalog_seq = 0
         self._tail_lock = threading.Lock()
+        self._local: set[int] = set()  # seqs appended here, not yet passed by the tail
+        self._local_lock = threading.Lock()
         self._replay(replay_events)
         self.refresh_catalog()
         self.refresh_model()
@@ -102,24 +105,22 @@ class Recommender:
             if f"s:{session}" in self.state.readers:
                 self.state.merge_reader(f"s:{session}", f"u:{user}")
 
+    def claim(self, seqs: list[int]) -> None:
+        """Called by the log just before a group of appends becomes visible: the requests
+        that made them apply them themselves, so the tail must skip these seqs."""
+        with self._local_lock:
+            self._local.update(seqs)
+
     def apply_appended(self, records: list[dict[str, Any]], seqs: list[int]) -> None:
         """Apply events this process just appended, before the HTTP response (read-your-
-        writes). When nothing else was appended in between, the records are applied as
-        they are; otherwise the log is read up to them, so the order stays the log's."""
-        with self._tail_lock:
-            if seqs and self._cursor == seqs[0] - 1 and seqs[-1] - seqs[0] == len(seqs) - 1:
-                users = [r["user_id"] for r in records]
-                sessions = [r["session_id"] for r in records]
-                self._observe(
-                    users,
-                    sessions,
-                    [r["item_id"] for r in records],
-                    [r["timestamp"] for r in records],
-                )
-                self._cursor = seqs[-1]
-                return
-        if seqs:
-            self.catch_up(max(seqs))
+        writes). Concurrent requests may apply in any order: counts commute, and each
+        reader's history is ordered by arrival."""
+        self._observe(
+            [r["user_id"] for r in records],
+            [r["session_id"] for r in records],
+            [r["item_id"] for r in records],
+            [r["timestamp"] for r in records],
+        )
 
     def _observe(
         self,
@@ -136,25 +137,22 @@ class Recommender:
         ]
         self.state.observe(readers, items, timestamps, merges)
 
-    def catch_up(self, until_seq: int | None = None, limit: int = 10_000) -> int:
-        """Apply log events past the cursor (up to ``until_seq`` if given); count them.
-
-        The API calls this with the seqs it just appended before answering, which gives
-        read-your-writes; the background loop calls it for events written by others. One
-        cursor under one lock means each event is applied exactly once, in log order.
-        """
-        applied = 0
+    def catch_up(self, limit: int = 10_000) -> int:
+        """Apply events appended by other processes (imports, other servers); returns how
+        many log rows it moved past, 0 when caught up. Seqs claimed by this process's own
+        requests are skipped, so every event is applied exactly once."""
         with self._tail_lock:
-            while until_seq is None or self._cursor < until_seq:
-                table = self.log_store.read(self._cursor, limit, ONLINE_COLUMNS)
-                if table.num_rows == 0:
-                    break
-                self._apply_table(table)
-                self._cursor = int(table.column("seq")[-1].as_py())
-                applied += table.num_rows
-                if until_seq is None:
-                    break
-        return applied
+            table = self.log_store.read(self._cursor, limit, ONLINE_COLUMNS)
+            if table.num_rows == 0:
+                return 0
+            seqs = table.column("seq").to_pylist()
+            with self._local_lock:
+                fresh = [i for i, s in enumerate(seqs) if s not in self._local]
+                self._local.difference_update(seqs)
+            self._cursor = seqs[-1]
+        if fresh:
+            self._apply_table(table.take(fresh))
+        return len(seqs)
 
     def refresh_catalog(self) -> int:
         """Pick up item changes (new posts, edits, deletions) from the catalog."""
