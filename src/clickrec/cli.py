@@ -158,6 +158,9 @@ def serve(
 def worker(
     home: HomeOpt = None,
     train_interval: Annotated[float, typer.Option(help="Seconds between trainer checks.")] = 5.0,
+    parent_pid: Annotated[
+        int | None, typer.Option(help="Stop when this process (the server) is gone.")
+    ] = None,
 ) -> None:
     """Run the archive consumer and the trainer until SIGTERM (then flush and exit 0)."""
     from clickrec.engine import Engine
@@ -169,11 +172,11 @@ def worker(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     engine.start_background(train_interval, worker=True)
-    parent = os.getppid()
     try:
-        # A worker whose server died (even by SIGKILL) stops too: its parent changes.
+        # A worker whose server died (even by SIGKILL, even before this line) stops too:
+        # it is re-parented, so its parent is no longer the server it was started by.
         while not stop.wait(0.5):
-            if os.getppid() != parent:
+            if parent_pid is not None and os.getppid() != parent_pid:
                 break
     finally:
         engine.close()
@@ -200,6 +203,8 @@ class WorkerProcess:
             str(home),
             "--train-interval",
             str(train_interval),
+            "--parent-pid",
+            str(os.getpid()),
         ]
         self.proc: subprocess.Popen[bytes] | None = None
         self._stop = threading.Event()

@@ -19,6 +19,18 @@ from tests.e2e.test_server import CLI, cli, free_port, key_from, wait_for
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
+def processes_using(home: Path) -> list[int]:
+    """Pids whose command line names this home folder."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and str(home).encode() in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
 def start(home: Path, port: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         [*CLI, "serve", "--home", str(home), "--port", str(port)],
@@ -88,6 +100,8 @@ def test_sigkill_under_load_loses_and_duplicates_nothing(tmp_path: Path) -> None
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
 
+    # Workers of the killed servers noticed and stopped; none is left behind.
+    wait_for(lambda: not processes_using(home), timeout=90, every=0.5)
     assert len(acknowledged) > 500
     log = SQLiteEventLog(home / "events.db")
     try:
