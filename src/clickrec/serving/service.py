@@ -142,6 +142,15 @@ class Recommender:
         many log rows it moved past, 0 when caught up. Seqs claimed by this process's own
         requests are skipped, so every event is applied exactly once."""
         with self._tail_lock:
+            last = self.log_store.last_seq()
+            if last <= self._cursor:
+                return 0
+            span = range(self._cursor + 1, min(last, self._cursor + limit) + 1)
+            with self._local_lock:
+                if all(s in self._local for s in span):  # only our own: nothing to read
+                    self._local.difference_update(span)
+                    self._cursor = span[-1]
+                    return len(span)
             table = self.log_store.read(self._cursor, limit, ONLINE_COLUMNS)
             if table.num_rows == 0:
                 return 0
