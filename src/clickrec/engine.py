@@ -50,7 +50,6 @@ class Engine:
             self.recommender = Recommender(
                 self.log,
                 self.catalog,
-                self.models_root,
                 OnlineState(s.trending_half_life_hours, s.history_length),
                 Exploration(s.exploration_weight, s.exploration_item_age_cutoff_days),
                 s.replay_events,

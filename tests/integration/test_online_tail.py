@@ -57,3 +57,21 @@ def test_own_and_foreign_events_are_applied_once(engine: Engine) -> None:
         pass
     assert rec.state.events_seen == 4 * 10 * 20 + 5 * 30
     assert rec.state.counts()[rec.state.item_index["p-imported"]] == 150
+
+
+def test_a_login_keeps_anonymous_reads_after_a_restart(engine: Engine, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    anonymous = [Event(session_id="visit", item_id=f"p{i}") for i in range(3)]
+    logged_in = [Event(user_id="ana", session_id="visit", item_id="p9")]
+    engine.ingestor.ingest(anonymous)
+    engine.ingestor.ingest(logged_in)
+    rec = engine.recommender
+    assert rec is not None
+    live = {h["item_id"] for h in rec.history("ana", 10)}
+    assert live == {"p0", "p1", "p2", "p9"}
+    engine.close()
+    restarted = Engine(engine.settings)  # replays the log into a fresh online state
+    try:
+        assert restarted.recommender is not None
+        assert {h["item_id"] for h in restarted.recommender.history("ana", 10)} == live
+    finally:
+        restarted.close()

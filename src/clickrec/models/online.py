@@ -134,8 +134,6 @@ class OnlineState:
         if not item_ids:
             return
         with self.lock:
-            for anon, known in merges:
-                self.merge_reader(anon, known)
             idx = np.fromiter(
                 (self.index_of(i) for i in item_ids), dtype=np.int64, count=len(item_ids)
             )
@@ -156,6 +154,8 @@ class OnlineState:
                     hist = self.readers[reader] = ReaderHistory()
                 hist.add(i, t, limit)
             self.events_seen += len(item_ids)
+            for anon, known in merges:  # after the batch, so its anonymous reads move too
+                self.merge_reader(anon, known)
 
     def merge_reader(self, anon: str, known: str) -> None:
         """Give a reader who just logged in the history they made anonymously."""

@@ -48,14 +48,12 @@ class Recommender:
         self,
         log_store: EventLog,
         catalog: SQLCatalog,
-        models_root: Path,
         state: OnlineState,
         exploration: Exploration,
         replay_events: int,
     ) -> None:
         self.log_store = log_store
         self.catalog = catalog
-        self.models_root = models_root
         self.state = state
         self.exploration = exploration
         self.scorer = Scorer(None, state, exploration)
@@ -85,13 +83,13 @@ class Recommender:
             cols = table.to_pydict()
             self._observe(cols["user_id"], cols["session_id"], cols["item_id"], cols["timestamp"])
             return
-        self._merge_logins(table)
         load_bulk(
             self.state,
             reader_column(table).to_numpy(zero_copy_only=False),
             table.column("item_id").to_numpy(zero_copy_only=False),
             table.column("timestamp").to_numpy(zero_copy_only=False),
         )
+        self._merge_logins(table)  # after loading, so the anonymous reads are there to move
 
     def _merge_logins(self, table: pa.Table) -> None:
         """A reader who logs in keeps what they read anonymously in that session."""
@@ -130,11 +128,7 @@ class Recommender:
         timestamps: list[float],
     ) -> None:
         readers = [reader_key(u, s) for u, s in zip(users, sessions, strict=True)]
-        merges = [
-            (f"s:{s}", f"u:{u}")
-            for u, s in zip(users, sessions, strict=True)
-            if u and f"s:{s}" in self.state.readers
-        ]
+        merges = {(f"s:{s}", f"u:{u}") for u, s in zip(users, sessions, strict=True) if u}
         self.state.observe(readers, items, timestamps, merges)
 
     def catch_up(self, limit: int = 10_000) -> int:
