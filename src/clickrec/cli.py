@@ -143,7 +143,8 @@ def serve(
         port=port if port is not None else settings.server.port,
         server_header=False,
         log_level=settings.server.log_level,
-        access_log=False,
+        access_log=False,  # clickrec.access logs each request as JSON instead
+        log_config=None,  # uvicorn's own lines go through the same JSON handler
         timeout_graceful_shutdown=10,
     )
     server = GracefulServer(config)
@@ -183,11 +184,9 @@ def worker(
 
 
 def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format='{"time":"%(asctime)s","level":"%(levelname)s",'
-        '"logger":"%(name)s","message":"%(message)s"}',
-    )
+    from clickrec.observability.logs import configure
+
+    configure(level)
 
 
 class WorkerProcess:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 
@@ -317,3 +318,22 @@ def test_a_new_catalog_without_events_gets_newest_posts(client: TestClient, keys
     for path in ("/v1/trending", "/v1/recommendations?session_id=first-visit"):
         got = client.get(path, headers=keys["read"]).json()["items"]
         assert [i["item_id"] for i in got] == ["p9", "p5", "p3"]
+
+
+def test_each_request_is_logged_once_without_secrets(
+    client: TestClient, keys: H, caplog: pytest.LogCaptureFixture
+) -> None:
+    from clickrec.observability.logs import JsonFormatter
+
+    with caplog.at_level("INFO", logger="clickrec.access"):
+        response = client.get("/v1/trending?num_results=3", headers=keys["read"])
+        client.get("/v1/trending", headers={"Authorization": "Bearer ck_bad_key"})
+    lines = [JsonFormatter().format(r) for r in caplog.records if r.name == "clickrec.access"]
+    assert len(lines) == 2
+    first, second = (orjson.loads(line) for line in lines)
+    assert first["request_id"] == response.headers["x-request-id"]
+    assert first["route"] == "/v1/trending" and first["status"] == 200
+    assert first["key"].startswith("read-") and first["ms"] >= 0
+    assert second["status"] == 401 and second["key"] is None
+    secret = keys["read"]["Authorization"].split()[1]
+    assert all(secret not in line and "bad_key" not in line for line in lines)

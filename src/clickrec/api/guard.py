@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import secrets
+import time
 from typing import Any
 
 import orjson
@@ -12,6 +15,27 @@ SECURITY_HEADERS = [
     (b"referrer-policy", b"no-referrer"),
     (b"cache-control", b"no-store"),
 ]
+
+
+access_log = logging.getLogger("clickrec.access")
+
+
+def _log_request(scope: Scope, status: int, started: float, request_id: str) -> None:
+    """One JSON line per request: never the key, never the body, never the query."""
+    if not access_log.isEnabledFor(logging.INFO):
+        return
+    route = scope.get("route")
+    principal = scope.get("state", {}).get("principal")
+    access_log.info(
+        {
+            "request_id": request_id,
+            "method": scope["method"],
+            "route": getattr(route, "path", None) or "unmatched",
+            "status": status,
+            "ms": round((time.perf_counter() - started) * 1000, 2),
+            "key": getattr(principal, "name", None),
+        }
+    )
 
 
 class Guard:
@@ -26,10 +50,27 @@ class Guard:
             await self.app(scope, receive, send)
             return
 
+        started = time.perf_counter()
+        request_id = secrets.token_hex(8)
+        status = 0
+
         async def send_with_headers(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
-                message["headers"] = list(message.get("headers", [])) + SECURITY_HEADERS
+                status = message["status"]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    *SECURITY_HEADERS,
+                    (b"x-request-id", request_id.encode()),
+                ]
             await send(message)
+
+        try:
+            await self._guarded(scope, receive, send_with_headers)
+        finally:
+            _log_request(scope, status, started, request_id)
+
+    async def _guarded(self, scope: Scope, receive: Receive, send_with_headers: Any) -> None:
 
         length = dict(scope.get("headers", [])).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body):
