@@ -11,7 +11,7 @@ import math
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 ShortStr = Annotated[str, StringConstraints(max_length=256)]
@@ -35,6 +35,21 @@ def to_unix(value: datetime | float | int | None) -> float | None:
             value = value.replace(tzinfo=UTC)
         return value.timestamp()
     return float(value)
+
+
+def _bounded(max_keys: int, max_len: int) -> AfterValidator:
+    """A validator that bounds a map's keys and its string values."""
+
+    def check(value: dict[str, Any]) -> dict[str, Any]:
+        _check_map(value, max_keys, max_len)
+        return value
+
+    return AfterValidator(check)
+
+
+Context = Annotated[dict[str, ShortStr], _bounded(20, 256)]
+Properties = Annotated[dict[str, Scalar], _bounded(50, 1024)]
+Attributes = Annotated[dict[str, Scalar], _bounded(50, 1024)]
 
 
 class Strict(BaseModel):
@@ -67,20 +82,8 @@ class Event(Strict):
     timestamp: datetime | None = None
     recommendation_id: Annotated[str, StringConstraints(max_length=128)] | None = None
     impression: list[Id] | None = Field(default=None, max_length=500)
-    context: dict[str, ShortStr] | None = None
-    properties: dict[str, Scalar] | None = None
-
-    @field_validator("context")
-    @classmethod
-    def _context(cls, v: dict[str, str] | None) -> dict[str, str] | None:
-        _check_map(v, 20, 256)
-        return v
-
-    @field_validator("properties")
-    @classmethod
-    def _properties(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
-        _check_map(v, 50, 1024)
-        return v
+    context: Context | None = None
+    properties: Properties | None = None
 
 
 class EventBatch(Strict):
@@ -100,13 +103,7 @@ class Item(Strict):
     url: Annotated[str, StringConstraints(max_length=2048)] | None = None
     language: Annotated[str, StringConstraints(max_length=16)] | None = None
     expires_at: datetime | None = None
-    attributes: dict[str, Scalar] = Field(default_factory=dict)
-
-    @field_validator("attributes")
-    @classmethod
-    def _attributes(cls, v: dict[str, Any]) -> dict[str, Any]:
-        _check_map(v, 50, 1024)
-        return v
+    attributes: Attributes = Field(default_factory=dict)
 
     def to_record(self) -> dict[str, Any]:
         """The stored form: times as Unix seconds."""
@@ -122,13 +119,7 @@ class ItemBatch(Strict):
 
 class User(Strict):
     user_id: Id
-    attributes: dict[str, Scalar] = Field(default_factory=dict)
-
-    @field_validator("attributes")
-    @classmethod
-    def _attributes(cls, v: dict[str, Any]) -> dict[str, Any]:
-        _check_map(v, 50, 1024)
-        return v
+    attributes: Attributes = Field(default_factory=dict)
 
 
 class UserBatch(Strict):
