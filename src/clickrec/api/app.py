@@ -9,6 +9,7 @@ from clickrec.api import errors
 from clickrec.api.guard import Guard
 from clickrec.api.routes import router
 from clickrec.engine import Engine
+from clickrec.observability.metrics import create_metrics
 
 
 def create_app(engine: Engine) -> FastAPI:
@@ -17,7 +18,10 @@ def create_app(engine: Engine) -> FastAPI:
         title="clickrec", version=__version__, openapi_url=None, docs_url=None, redoc_url=None
     )
     app.state.engine = engine
+    app.state.metrics = create_metrics()
     errors.install(app)
     app.include_router(router)
-    app.add_middleware(Guard, max_body=engine.settings.server.max_body_bytes)
+    app.add_middleware(
+        Guard, max_body=engine.settings.server.max_body_bytes, metrics=app.state.metrics
+    )
     return app

@@ -10,6 +10,8 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from clickrec.observability.metrics import Metrics
+
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
@@ -20,19 +22,18 @@ SECURITY_HEADERS = [
 access_log = logging.getLogger("clickrec.access")
 
 
-def _log_request(scope: Scope, status: int, started: float, request_id: str) -> None:
+def _log_request(scope: Scope, route: str, status: int, elapsed: float, request_id: str) -> None:
     """One JSON line per request: never the key, never the body, never the query."""
     if not access_log.isEnabledFor(logging.INFO):
         return
-    route = scope.get("route")
     principal = scope.get("state", {}).get("principal")
     access_log.info(
         {
             "request_id": request_id,
             "method": scope["method"],
-            "route": getattr(route, "path", None) or "unmatched",
+            "route": route,
             "status": status,
-            "ms": round((time.perf_counter() - started) * 1000, 2),
+            "ms": round(elapsed * 1000, 2),
             "key": getattr(principal, "name", None),
         }
     )
@@ -41,9 +42,10 @@ def _log_request(scope: Scope, status: int, started: float, request_id: str) -> 
 class Guard:
     """Refuse bodies over ``max_body`` bytes with 413 and add security headers."""
 
-    def __init__(self, app: ASGIApp, max_body: int) -> None:
+    def __init__(self, app: ASGIApp, max_body: int, metrics: Metrics | None = None) -> None:
         self.app = app
         self.max_body = max_body
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -68,7 +70,11 @@ class Guard:
         try:
             await self._guarded(scope, receive, send_with_headers)
         finally:
-            _log_request(scope, status, started, request_id)
+            elapsed = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            if self.metrics is not None:
+                self.metrics.requests.labels(scope["method"], route, str(status)).observe(elapsed)
+            _log_request(scope, route, status, elapsed, request_id)
 
     async def _guarded(self, scope: Scope, receive: Receive, send_with_headers: Any) -> None:
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from clickrec.api import deps, errors
 from clickrec.api.errors import JSON
@@ -15,6 +16,7 @@ from clickrec.core.errors import NotFound
 from clickrec.core.types import EventBatch, ItemBatch, UserBatch
 from clickrec.engine import Engine
 from clickrec.keys import Principal
+from clickrec.observability.metrics import Metrics
 from clickrec.serving.service import Recommender
 
 router = APIRouter()
@@ -52,6 +54,24 @@ def readyz(engine: Eng) -> JSON:
     )
 
 
+@router.get("/metrics", include_in_schema=False)
+def metrics(request: Request, engine: Eng, _: Admin) -> Response:
+    """Prometheus exposition (admin key: the figures describe the whole deployment)."""
+
+    def refresh(m: Metrics) -> None:
+        last = engine.log.last_seq()
+        m.consumer_lag.labels("archive").set(last - engine.log.get_offset("archive"))
+        live = engine.catalog.live_model()
+        m.model_age.set(engine.clock.now() - live["created_at"] if live else 0.0)
+        m.model_info.clear()
+        rec = engine.recommender
+        if rec is not None and rec.model_version is not None:
+            m.model_info.labels(rec.model_version, rec.scorer.recipe).set(1)
+
+    body = request.app.state.metrics.render(refresh)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
 @router.get("/v1/openapi.json", include_in_schema=False)
 def openapi(request: Request, _: Read) -> dict[str, Any]:
     app = request.app
@@ -75,6 +95,10 @@ async def post_events(request: Request, engine: Eng, _: Ingest) -> JSON:
     def ingest() -> JSON:
         batch = errors.parse_body(EventBatch, body)
         result = engine.ingestor.ingest(batch.events)
+        metrics: Metrics = request.app.state.metrics
+        metrics.events_accepted.inc(result.accepted)
+        metrics.events_duplicate.inc(result.duplicates)
+        metrics.batch_size.observe(len(batch.events))
         return JSON({"accepted": result.accepted, "duplicates": result.duplicates}, status_code=202)
 
     return await run_in_threadpool(ingest)
