@@ -6,7 +6,7 @@ batches, so a site can start from years of history.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+from pydantic import TypeAdapter, ValidationError
 
 from clickrec.core.errors import InvalidInput
 from clickrec.core.types import Event, Item, to_unix
@@ -26,15 +27,19 @@ BATCH = 1000
 Progress = Callable[[int], None]
 
 
-def read_table(path: Path) -> pa.Table:
-    """A CSV (any delimiter pyarrow sniffs as ',' or tab by suffix) or Parquet file."""
+def read_table(path: Path, text_columns: Sequence[str | None] = ()) -> pa.Table:
+    """A CSV (comma; tab for .tsv/.txt/.inter) or Parquet file. ``text_columns`` are read
+    as strings as written, so an id like ``007`` stays ``007``."""
     if not path.exists():
         raise InvalidInput(f"no such file: {path}")
     suffix = path.suffix.lower()
     if suffix in (".parquet", ".pq"):
         return pq.read_table(path)
     delimiter = "\t" if suffix in (".tsv", ".txt", ".inter") else ","
-    convert = pacsv.ConvertOptions(strings_can_be_null=True)
+    convert = pacsv.ConvertOptions(
+        strings_can_be_null=True,
+        column_types={c: pa.string() for c in text_columns if c},
+    )
     return pacsv.read_csv(
         path, parse_options=pacsv.ParseOptions(delimiter=delimiter), convert_options=convert
     )
@@ -52,6 +57,10 @@ class InteractionColumns:
     event_value: str | None = "event_value"
     event_id: str | None = "event_id"
     default_event_type: str = "click"
+
+    def text(self) -> list[str | None]:
+        """The columns that hold ids and names, never numbers."""
+        return [self.user_id, self.session_id, self.item_id, self.event_type, self.event_id]
 
 
 def _stringify(table: pa.Table, name: str | None) -> list[Any] | None:
@@ -94,7 +103,7 @@ def _event_rows(table: pa.Table, cols: InteractionColumns) -> Iterator[dict[str,
             row["session_id"] = sessions[i]
         if times is not None and times[i] is not None:
             row["timestamp"] = times[i]
-        if sessions is None or row.get("session_id") is None:
+        if row.get("session_id") is None and user is not None:
             row["session_id"] = _daily_session(user, row.get("timestamp"))
         row["event_type"] = types[i] if types and types[i] else cols.default_event_type
         if values is not None and values[i] is not None:
@@ -104,10 +113,17 @@ def _event_rows(table: pa.Table, cols: InteractionColumns) -> Iterator[dict[str,
         yield row
 
 
-def _daily_session(user: str | None, timestamp: Any) -> str:
-    """A session for files without one: the reader's UTC day."""
-    t = to_unix(timestamp) if isinstance(timestamp, (int, float, datetime)) else None
-    day = datetime.fromtimestamp(t, UTC).strftime("%Y%m%d") if t is not None else "0"
+_WHEN = TypeAdapter(datetime)
+
+
+def _daily_session(user: str, timestamp: Any) -> str:
+    """A session for files without one: the reader's UTC day (read the way events read
+    their timestamps, so seconds and milliseconds agree); a bad time is left to validation."""
+    try:
+        t = to_unix(_WHEN.validate_python(timestamp)) if timestamp is not None else None
+        day = datetime.fromtimestamp(t, UTC).strftime("%Y%m%d") if t is not None else "0"
+    except (ValidationError, ValueError, OverflowError, OSError):
+        day = "0"
     return f"{user}-{day}"
 
 
@@ -132,7 +148,7 @@ def import_interactions(
     ``progress`` is told of each batch twice, once per pass. Returns (rows, accepted,
     duplicates).
     """
-    table = read_table(path)
+    table = read_table(path, cols.text())
     if cols.timestamp in table.column_names:
         table = table.sort_by(cols.timestamp)
     now = ingestor.clock.now()
@@ -157,7 +173,8 @@ def _split_list(value: Any, sep: str) -> list[str]:
 
 def item_records(path: Path, id_column: str = "item_id", list_sep: str = "|") -> list[Item]:
     """Items from a file; list columns (categories, tags) may be joined with ``list_sep``."""
-    table = read_table(path)
+    text = [id_column, "categories", "tags", "author", "title", "text", "url", "language"]
+    table = read_table(path, text)
     if id_column not in table.column_names:
         raise InvalidInput(f"the file has no column {id_column!r} for item_id")
     table = table.rename_columns(["item_id" if c == id_column else c for c in table.column_names])

@@ -116,7 +116,7 @@ async def _engine_error(request: Request, exc: ClickrecError) -> JSON:
     status = next((code for cls, code in _STATUS if isinstance(exc, cls)), 500)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     if isinstance(exc, MalformedBody):
-        return JSON(error_body(str(exc)), status_code=400)
+        return JSON(error_body(exc.errors[0].message), status_code=400)
     if isinstance(exc, InvalidInput):
         return JSON(error_body("invalid request", exc.errors), status_code=status)
     if status >= 500:

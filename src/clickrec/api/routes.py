@@ -117,7 +117,17 @@ def _public_item(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if k not in ("deleted", "change_seq")}
 
 
-@router.get("/v1/items/{item_id}", tags=["catalog"])
+# Before the plain item routes: ids may contain '/', so the longer path must win.
+@router.get(
+    "/v1/items/{item_id:path}/similar", response_model=RecommendationList, tags=["recommendations"]
+)
+async def similar(
+    item_id: str, rec: Rec, _: Read, num_results: NumResults = 25, category: OptId = None
+) -> JSON:
+    return JSON(rec.similar(item_id, num_results, category).as_dict())
+
+
+@router.get("/v1/items/{item_id:path}", tags=["catalog"])
 def get_item(item_id: str, engine: Eng, _: Read) -> dict[str, Any]:
     row = engine.catalog.get_item(item_id)
     if row is None:
@@ -125,7 +135,7 @@ def get_item(item_id: str, engine: Eng, _: Read) -> dict[str, Any]:
     return _public_item(row)
 
 
-@router.delete("/v1/items/{item_id}", tags=["catalog"])
+@router.delete("/v1/items/{item_id:path}", tags=["catalog"])
 def delete_item(item_id: str, engine: Eng, _: Ingest) -> dict[str, str]:
     if not engine.catalog.delete_item(item_id, engine.clock.now()):
         raise NotFound(f"unknown item: {item_id}")
@@ -170,15 +180,6 @@ async def recommendations(
     category: OptId = None,
 ) -> JSON:
     return JSON(rec.recommend(user_id, session_id, num_results, category).as_dict())
-
-
-@router.get(
-    "/v1/items/{item_id}/similar", response_model=RecommendationList, tags=["recommendations"]
-)
-async def similar(
-    item_id: str, rec: Rec, _: Read, num_results: NumResults = 25, category: OptId = None
-) -> JSON:
-    return JSON(rec.similar(item_id, num_results, category).as_dict())
 
 
 @router.get("/v1/trending", response_model=RecommendationList, tags=["recommendations"])

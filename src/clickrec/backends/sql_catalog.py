@@ -35,6 +35,13 @@ items = sa.Table(
     sa.Column("change_seq", sa.BigInteger, nullable=False, index=True),
 )
 
+counters = sa.Table(
+    "counters",
+    metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("value", sa.BigInteger, nullable=False),
+)
+
 users = sa.Table(
     "users",
     metadata,
@@ -111,6 +118,12 @@ class SQLCatalog:
         if url.startswith("sqlite"):
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         metadata.create_all(self.engine)
+        with self.engine.begin() as conn:
+            if conn.execute(counters.select().where(counters.c.name == "items")).first() is None:
+                latest = conn.execute(
+                    sa.select(sa.func.coalesce(sa.func.max(items.c.change_seq), 0))
+                ).scalar_one()
+                conn.execute(counters.insert(), [{"name": "items", "value": int(latest)}])
 
     def close(self) -> None:
         self.engine.dispose()
@@ -120,14 +133,24 @@ class SQLCatalog:
             conn.execute(sa.text("SELECT 1"))
 
     # -- items -------------------------------------------------------------------------
+    @staticmethod
+    def _take_change_seqs(conn: sa.Connection, n: int) -> int:
+        """Reserve ``n`` change seqs; returns the last one before them. The update comes
+        first in the transaction, so it takes the write lock and writers never share seqs."""
+        conn.execute(
+            counters.update().where(counters.c.name == "items").values(value=counters.c.value + n)
+        )
+        value = conn.execute(
+            sa.select(counters.c.value).where(counters.c.name == "items")
+        ).scalar_one()
+        return int(value) - n
+
     def upsert_items(self, records: Sequence[dict[str, Any]], now: float) -> None:
-        """Insert or replace whole items in one transaction (a batch is all-or-nothing)."""
+        """Insert or replace whole items in one transaction (a batch is all-or-nothing; an
+        id repeated in the batch keeps its last version)."""
+        records = list({r["item_id"]: r for r in records}.values())
         with self.engine.begin() as conn:
-            seq = int(
-                conn.execute(
-                    sa.select(sa.func.coalesce(sa.func.max(items.c.change_seq), 0))
-                ).scalar_one()
-            )
+            seq = self._take_change_seqs(conn, len(records))
             rows = []
             for offset, rec in enumerate(records, start=1):
                 row = dict(rec)
@@ -150,13 +173,11 @@ class SQLCatalog:
     def delete_item(self, item_id: str, now: float) -> bool:
         """Mark an item deleted (kept as a tombstone so every server learns of it)."""
         with self.engine.begin() as conn:
-            (seq,) = conn.execute(
-                sa.select(sa.func.coalesce(sa.func.max(items.c.change_seq), 0))
-            ).one()
+            seq = self._take_change_seqs(conn, 1)
             result = conn.execute(
                 items.update()
                 .where(items.c.item_id == item_id, items.c.deleted.is_(False))
-                .values(deleted=True, updated_at=now, change_seq=int(seq) + 1)
+                .values(deleted=True, updated_at=now, change_seq=seq + 1)
             )
         return result.rowcount > 0
 
@@ -181,6 +202,8 @@ class SQLCatalog:
 
     # -- users -------------------------------------------------------------------------
     def upsert_users(self, records: Sequence[dict[str, Any]], now: float) -> None:
+        """Insert or replace users; an id repeated in the batch keeps its last version."""
+        records = list({r["user_id"]: r for r in records}.values())
         rows = [
             {
                 "user_id": r["user_id"],

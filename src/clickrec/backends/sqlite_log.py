@@ -110,6 +110,7 @@ class SQLiteEventLog:
         self._pending: queue.Queue[tuple[Sequence[dict[str, Any]], Future[AppendResult]] | None]
         self._pending = queue.Queue()
         self._closed = False
+        self._closing = threading.Lock()
         self.before_commit: Callable[[list[int]], None] | None = None
         self._writer = threading.Thread(
             target=self._write_loop, name="eventlog-writer", daemon=True
@@ -118,10 +119,11 @@ class SQLiteEventLog:
 
     # -- writing -------------------------------------------------------------------------
     def append(self, records: Sequence[dict[str, Any]]) -> AppendResult:
-        if self._closed:
-            raise StoreUnavailable("event log is closed")
         future: Future[AppendResult] = Future()
-        self._pending.put((records, future))
+        with self._closing:  # never enqueue behind the writer's stop sentinel
+            if self._closed:
+                raise StoreUnavailable("event log is closed")
+            self._pending.put((records, future))
         return future.result()
 
     def _write_loop(self) -> None:
@@ -236,10 +238,11 @@ class SQLiteEventLog:
         )
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._pending.put(None)
+        with self._closing:
+            if self._closed:
+                return
+            self._closed = True
+            self._pending.put(None)
         self._writer.join(timeout=10)
         self._write.close()
         for conn in self._readers:

@@ -28,7 +28,9 @@ class InvalidInput(ClickrecError):
         if isinstance(errors, str):
             errors = [FieldError(None, "", errors)]
         self.errors = errors
-        super().__init__("; ".join(f"{e.field}: {e.message}" for e in errors))
+        super().__init__(
+            "; ".join(f"{e.field}: {e.message}" if e.field else e.message for e in errors)
+        )
 
 
 class NotFound(ClickrecError):

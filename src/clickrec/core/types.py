@@ -11,14 +11,27 @@ import math
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
-Id = Annotated[str, StringConstraints(min_length=1, max_length=256)]
-ShortStr = Annotated[str, StringConstraints(max_length=256)]
+# Ids and tags hold no control characters (a NUL would be cut by SQLite and refused by
+# PostgreSQL); free text holds no NUL.
+_NO_CONTROL = r"^[^\x00-\x1f\x7f]+$"
+_NO_NUL = r"^[^\x00]*$"
+
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=_NO_CONTROL)]
+ShortStr = Annotated[str, StringConstraints(max_length=256, pattern=_NO_NUL)]
 EventType = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")
 ]
-Tag = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=_NO_CONTROL)]
 Scalar = str | float | int | bool | None
 
 MAX_EVENTS_PER_BATCH = 1000
@@ -66,6 +79,10 @@ def _check_map(value: dict[str, Any] | None, max_keys: int, max_len: int) -> Non
             raise ValueError("keys must be 1 to 64 characters")
         if isinstance(v, str) and len(v) > max_len:
             raise ValueError(f"value of {k!r} is longer than {max_len} characters")
+        if isinstance(v, str) and "\x00" in v:
+            raise ValueError(f"value of {k!r} contains a NUL character")
+        if isinstance(v, int) and not isinstance(v, bool) and not -(2**63) <= v < 2**63:
+            raise ValueError(f"value of {k!r} is outside the 64-bit integer range")
         if isinstance(v, float) and not math.isfinite(v):
             raise ValueError(f"value of {k!r} must be a finite number")
 
@@ -73,17 +90,28 @@ def _check_map(value: dict[str, Any] | None, max_keys: int, max_len: int) -> Non
 class Event(Strict):
     """One interaction of a reader with an item (a view, a click, a read, a share…)."""
 
-    event_id: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+    event_id: (
+        Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=_NO_CONTROL)] | None
+    ) = None
     user_id: Id | None = None
     session_id: Id
     item_id: Id
     event_type: EventType = "click"
     event_value: float | None = Field(default=None, allow_inf_nan=False)
     timestamp: datetime | None = None
-    recommendation_id: Annotated[str, StringConstraints(max_length=128)] | None = None
+    recommendation_id: Annotated[str, StringConstraints(max_length=128, pattern=_NO_NUL)] | None = (
+        None
+    )
     impression: list[Id] | None = Field(default=None, max_length=500)
     context: Context | None = None
     properties: Properties | None = None
+
+    @field_validator("timestamp")
+    @classmethod
+    def _not_before_epoch(cls, value: datetime | None) -> datetime | None:
+        if value is not None and (to_unix(value) or 0.0) < 0:
+            raise ValueError("is before 1970-01-01")
+        return value
 
 
 class EventBatch(Strict):
@@ -98,10 +126,10 @@ class Item(Strict):
     categories: list[Tag] = Field(default_factory=list, max_length=20)
     tags: list[Tag] = Field(default_factory=list, max_length=50)
     author: ShortStr | None = None
-    title: Annotated[str, StringConstraints(max_length=1000)] | None = None
-    text: Annotated[str, StringConstraints(max_length=20000)] | None = None
-    url: Annotated[str, StringConstraints(max_length=2048)] | None = None
-    language: Annotated[str, StringConstraints(max_length=16)] | None = None
+    title: Annotated[str, StringConstraints(max_length=1000, pattern=_NO_NUL)] | None = None
+    text: Annotated[str, StringConstraints(max_length=20000, pattern=_NO_NUL)] | None = None
+    url: Annotated[str, StringConstraints(max_length=2048, pattern=_NO_NUL)] | None = None
+    language: Annotated[str, StringConstraints(max_length=16, pattern=_NO_NUL)] | None = None
     expires_at: datetime | None = None
     attributes: Attributes = Field(default_factory=dict)
 

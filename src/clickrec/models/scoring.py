@@ -65,7 +65,8 @@ class Scorer:
             self._indptr = np.zeros(1, dtype=np.int64)
             self._neighbours = np.zeros(0, dtype=np.int64)
             self._weights = np.zeros(0)
-        self._cache_key: tuple[int, int, int] | None = None
+        self._cache_key: tuple[int, int] | None = None
+        self._cache_seen = 0
         self._cache: tuple[np.ndarray, np.ndarray] = (np.zeros(0), np.zeros(0))
 
     @property
@@ -120,14 +121,15 @@ class Scorer:
         """
         state = self.state
         seen = state.events_seen
-        key = (state.catalog_version, seen // max(1, seen // 1000), state.n_items)
-        if key != self._cache_key:
+        key = (state.catalog_version, state.n_items)
+        stale = seen - self._cache_seen > self._cache_seen // 1000
+        if key != self._cache_key or stale:
             n = state.n_items
             now = state.newest_event_time
             bonus = self.freshness(now, n) if np.isfinite(now) else np.zeros(n)
             bonus[~state.available(now)] = -np.inf
             self._cache = (state.trending() + NEWEST_TIEBREAK * state.newness(), bonus)
-            self._cache_key = key
+            self._cache_key, self._cache_seen = key, seen
         return self._cache
 
     def for_reader(self, reader: str) -> Scores:

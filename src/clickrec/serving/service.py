@@ -63,6 +63,7 @@ class Recommender:
         self._tail_lock = threading.Lock()
         self._local: set[int] = set()  # seqs appended here, not yet passed by the tail
         self._local_lock = threading.Lock()
+        self._catalog_lock = threading.Lock()
         self._replay(replay_events)
         self.refresh_catalog()
         self.refresh_model()
@@ -75,6 +76,8 @@ class Recommender:
             return
         table = self.log_store.read_tail(last, ONLINE_COLUMNS)
         if table.num_rows:
+            # The cursor is where the replay ended: what others append meanwhile is the tail's.
+            self._cursor = int(table.column("seq")[-1].as_py())
             self._apply_table(table)
         log.info("online state rebuilt from %d events", table.num_rows)
 
@@ -159,6 +162,10 @@ class Recommender:
 
     def refresh_catalog(self) -> int:
         """Pick up item changes (new posts, edits, deletions) from the catalog."""
+        with self._catalog_lock:  # request threads and the refresher: one at a time, in order
+            return self._refresh_catalog()
+
+    def _refresh_catalog(self) -> int:
         changed = self.catalog.items_changed_since(self._catalog_seq)
         for item in changed:
             self.state.set_item(
