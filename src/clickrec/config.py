@@ -52,6 +52,9 @@ class TrainingSettings(Section):
 class ServingSettings(Section):
     default_results: int = Field(default=25, ge=1, le=500)
     history_length: int = Field(default=50, ge=1, le=1000)
+    """Newest reads of a reader that shape their recommendations."""
+    seen_length: int = Field(default=500, ge=1, le=10_000)
+    """Newest reads of a reader that are never recommended to them again."""
     trending_half_life_hours: float = Field(default=6.0, gt=0)
     exploration_weight: float = Field(default=0.3, ge=0, le=1)
     exploration_item_age_cutoff_days: float = Field(default=2.0, gt=0)

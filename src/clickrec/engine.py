@@ -50,7 +50,7 @@ class Engine:
             self.recommender = Recommender(
                 self.log,
                 self.catalog,
-                OnlineState(s.trending_half_life_hours, s.history_length),
+                OnlineState(s.trending_half_life_hours, s.history_length, s.seen_length),
                 Exploration(s.exploration_weight, s.exploration_item_age_cutoff_days),
                 s.replay_events,
             )

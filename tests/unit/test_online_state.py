@@ -145,14 +145,15 @@ def test_history_is_bounded_by_history_length() -> None:
 
 
 def test_history_keeps_the_newest_reads_when_it_is_trimmed() -> None:
-    state = OnlineState(history_length=5)
+    state = OnlineState(history_length=5, seen_length=8)
     for k in range(23):
         state.observe(["u:1"], [f"p{k}"], [T0 + k])
 
     got = history_ids(state, "u:1")
-    assert got[:5] == ["p22", "p21", "p20", "p19", "p18"]
-    assert len(got) <= 2 * 5  # never grows without bound
-    assert len(state.readers["u:1"].items) <= 2 * 5
+    assert got == ["p22", "p21", "p20", "p19", "p18"]
+    seen = [state.item_ids[i] for i in state.seen("u:1")]
+    assert seen == [f"p{k}" for k in range(22, 14, -1)]  # the 8 newest are never shown again
+    assert len(state.readers["u:1"].items) <= 2 * 8  # never grows without bound
 
 
 def test_merge_reader_moves_the_anonymous_history_to_the_user() -> None:

@@ -258,3 +258,12 @@ def test_top_n_on_large_score_vectors_matches_a_full_sort() -> None:
     values[rng.random(5000) < 0.3] = -np.inf
     expected = np.argsort(-values, kind="stable")[:100]
     assert top_n(values, 100).tolist() == expected.tolist()
+
+
+def test_reads_older_than_the_scoring_history_are_still_never_recommended() -> None:
+    state = OnlineState(history_length=3, seen_length=100)
+    readers = ["u:heavy"] * 40 + ["u:other"] * 40
+    items = [f"p{k}" for k in range(40)] * 2
+    state.observe(readers, items, [1000.0 + k for k in range(80)])
+    scores = Scorer(None, state, NO_EXPLORATION).for_reader("u:heavy").values
+    assert np.isinf(scores).all()  # all 40 posts were read, not just the newest 3

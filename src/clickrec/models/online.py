@@ -49,9 +49,15 @@ class ReaderHistory:
 class OnlineState:
     """Trending counts, reader histories and item facts, indexed by a growing item index."""
 
-    def __init__(self, trending_half_life_hours: float = 6.0, history_length: int = 50) -> None:
+    def __init__(
+        self,
+        trending_half_life_hours: float = 6.0,
+        history_length: int = 50,
+        seen_length: int = 500,
+    ) -> None:
         self.half_life_s = trending_half_life_hours * 3600.0
-        self.history_length = history_length
+        self.history_length = history_length  # newest reads that shape recommendations
+        self.seen_length = max(seen_length, history_length)  # reads never shown again
         self.lock = threading.RLock()
         self.item_index: dict[str, int] = {}
         self.item_ids: list[str] = []
@@ -147,7 +153,7 @@ class OnlineState:
                 self._reanchor(self.newest_event_time)
             np.add.at(self._trend, idx, np.exp2((ts - self.anchor) / self.half_life_s))
             np.add.at(self._count, idx, 1)
-            limit = self.history_length
+            limit = self.seen_length
             for reader, i, t in zip(readers, idx.tolist(), ts.tolist(), strict=True):
                 hist = self.readers.get(reader)
                 if hist is None:
@@ -167,7 +173,7 @@ class OnlineState:
             if hist is None:
                 self.readers[known] = old
             else:
-                hist.extend(old, self.history_length)
+                hist.extend(old, self.seen_length)
 
     def _reanchor(self, new_anchor: float) -> None:
         assert self.anchor is not None
@@ -196,14 +202,22 @@ class OnlineState:
         return self._count[: self.n_items]
 
     def history(self, reader: str) -> tuple[np.ndarray, np.ndarray]:
-        """The reader's newest reads, newest first: (item indices, event times)."""
+        """The reader's newest ``history_length`` reads, newest first: (items, event times)."""
+        items, times = self._reads(reader)
+        return items[: self.history_length], times[: self.history_length]
+
+    def seen(self, reader: str) -> np.ndarray:
+        """Item indices of the reader's newest ``seen_length`` reads (never shown again)."""
+        return self._reads(reader)[0][: self.seen_length]
+
+    def _reads(self, reader: str) -> tuple[np.ndarray, np.ndarray]:
         with self.lock:
             hist = self.readers.get(reader)
             if hist is None:
                 return np.zeros(0, dtype=np.int64), np.zeros(0)
             items = np.frombuffer(hist.items, dtype=np.int32)[::-1].astype(np.int64)
             times = np.frombuffer(hist.times, dtype=np.float64)[::-1].copy()
-        return items[: self.history_length], times[: self.history_length]
+        return items, times
 
     def available(self, now: float) -> np.ndarray:
         """Mask of items that may be shown: not deleted, not expired, already published."""
@@ -246,7 +260,7 @@ def load_bulk(
         r_uniq, r_inv = np.unique(readers.astype(str), return_inverse=True)
         by_reader = np.lexsort((np.arange(len(ts)), r_inv))
         bounds = np.r_[0, np.flatnonzero(np.diff(r_inv[by_reader])) + 1, len(ts)]
-        limit = state.history_length
+        limit = state.seen_length
         for k, reader in enumerate(r_uniq.tolist()):
             rows = by_reader[max(bounds[k], bounds[k + 1] - limit) : bounds[k + 1]]
             hist = state.readers.get(reader)

@@ -147,7 +147,8 @@ class Scorer:
             blend = p.trending_weight + (1.0 - p.trending_weight) * 3.0 / (3.0 + len(history))
             values = p.personal_weight * personal + blend * trending + bonus
             recipe = self.artifact.recipe
-        values[history[history < n]] = -np.inf
+        seen = self.state.seen(reader)
+        values[seen[seen < n]] = -np.inf
         return Scores(values, recipe)
 
     def similar(self, item: int) -> np.ndarray:
