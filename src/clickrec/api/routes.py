@@ -150,7 +150,7 @@ def put_users(batch: UserBatch, engine: Eng, _: Ingest) -> dict[str, int]:
     return {"upserted": len(batch.users)}
 
 
-@router.get("/v1/users/{user_id}", tags=["catalog"])
+@router.get("/v1/users/{user_id:path}", tags=["catalog"])
 def get_user(
     user_id: str,
     engine: Eng,
