@@ -39,6 +39,9 @@ class ServerSettings(Section):
 
 class TrainingSettings(Section):
     schedule_hours: float = Field(default=6.0, gt=0)
+    retrain_growth: float = Field(default=1.0, gt=0)
+    """Also retrain once the log has grown by this share since the live model's data."""
+    min_retrain_minutes: float = Field(default=2.0, ge=0)
     min_interactions: int = Field(default=1000, ge=1)
     min_users: int = Field(default=25, ge=1)
     min_events_per_user: int = Field(default=2, ge=1)

@@ -34,6 +34,26 @@ def test_threshold_then_schedule(tmp_path: Path) -> None:
         trainer.step()
         assert len(engine.catalog.list_runs()) == 1  # fresh model: nothing new is due
 
+        trained_on = engine.catalog.list_runs()[0]["last_seq"]
+        more = [
+            e.model_copy(
+                update={
+                    "event_id": f"more-{i}",
+                    "timestamp": None,
+                    "item_id": f"{e.item_id}-sequel",
+                }
+            )
+            for i, e in enumerate(events[: trained_on + 10])
+        ]
+        for start in range(0, len(more), 1000):
+            engine.ingestor.ingest(more[start : start + 1000])
+        assert trainer.due_trigger() is None  # doubled, but the last run is seconds old
+        clock.advance(180)
+        assert trainer.due_trigger() == "growth"  # the data doubled: retrain before 6 h
+        trainer.step()
+        growth = engine.catalog.list_runs()[0]
+        assert (growth["trigger"], growth["state"]) == ("growth", "succeeded"), growth["error"]
+
         clock.advance(7 * 3600)
         assert trainer.due_trigger() is None  # schedule elapsed, but no new events
         late = events[-1].model_copy(update={"event_id": "late", "timestamp": None})

@@ -46,9 +46,15 @@ class Trainer:
                 return "threshold"
             return None
         latest = done[0]
+        trained_on = latest["last_seq"] or 0
         age_hours = (self.clock.now() - (latest["finished_at"] or 0.0)) / 3600.0
-        if age_hours >= self.settings.schedule_hours and last_seq > (latest["last_seq"] or 0):
+        if age_hours >= self.settings.schedule_hours and last_seq > trained_on:
             return "schedule"
+        # A site that starts by sending its history would otherwise keep a model made from
+        # its first thousand events for hours: retrain whenever the data has grown enough.
+        grown = last_seq >= trained_on * (1.0 + self.settings.retrain_growth)
+        if grown and age_hours * 60.0 >= self.settings.min_retrain_minutes:
+            return "growth"
         return None
 
     def step(self) -> None:
