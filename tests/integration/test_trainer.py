@@ -61,3 +61,21 @@ def test_threshold_then_schedule(tmp_path: Path) -> None:
         assert trainer.due_trigger() == "schedule"
     finally:
         engine.close()
+
+
+def test_anonymous_sessions_train_with_a_last_event_holdout(engine: Engine) -> None:
+    """Sessions rarely span a time cut; training must still find a holdout and publish."""
+    blog = generate_blog(BlogSpec(users=400, days=6, posts_per_day=25, seed=9))
+    events = [
+        Event.model_validate({k: v for k, v in e.items() if k != "user_id"})
+        for e in blog_interactions_as_events(blog)
+    ]
+    for start in range(0, len(events), 1000):
+        engine.ingestor.ingest(events[start : start + 1000])
+    run = engine.catalog.create_run("test", engine.clock.now())
+    engine.trainer.step()
+    done = engine.catalog.get_run(run["id"])
+    assert done is not None and done["state"] == "succeeded", done
+    assert done["metrics"]["holdout_protocol"] == "last-event"
+    assert done["metrics"]["test_readers"] >= 50
+    assert engine.catalog.live_model() is not None

@@ -98,3 +98,24 @@ def test_bad_holdout_fraction_raises(fraction: float) -> None:
 def test_out_of_range_index_raises() -> None:
     with pytest.raises(ValueError, match="item_idx"):
         temporal_split(np.array([0]), np.array([3]), np.array([1.0]), 1, 3)
+
+
+def test_last_event_split_holds_out_each_recent_readers_new_last_item() -> None:
+    from clickrec.evaluation.split import last_event_split
+
+    # reader 0: a, b (recent, new) | reader 1: c, c (recent re-read) | reader 2: d (alone)
+    # reader 3: e, f long ago (not recent)
+    reader = np.array([0, 0, 1, 1, 2, 3, 3])
+    item = np.array([0, 1, 2, 2, 3, 4, 5])
+    ts = np.array([90.0, 100.0, 95.0, 99.0, 98.0, 1.0, 2.0])
+    split = last_event_split(reader, item, ts, n_readers=4, n_items=6, holdout_fraction=0.5)
+    assert split.test_readers.tolist() == [0]
+    assert split.targets[0].indices.tolist() == [1]
+    assert split.train.tolist() == [True, False, True, True, True, True, True]
+
+
+def test_last_event_split_without_any_target_raises() -> None:
+    from clickrec.evaluation.split import last_event_split
+
+    with pytest.raises(ValueError, match="no test readers"):
+        last_event_split(np.array([0, 1]), np.array([0, 1]), np.array([1.0, 2.0]), 2, 2, 0.5)

@@ -56,6 +56,49 @@ def temporal_split(
     return TemporalSplit(cut=cut, train=train, test_readers=test_readers, targets=targets)
 
 
+def last_event_split(
+    reader_idx: np.ndarray,
+    item_idx: np.ndarray,
+    timestamp: np.ndarray,
+    n_readers: int,
+    n_items: int,
+    holdout_fraction: float = 0.1,
+) -> TemporalSplit:
+    """Hold out each recent reader's last event: for data where few readers span a time cut
+    (anonymous sessions, short visits). A reader counts when their last event is at or
+    after the (1 - holdout_fraction) time quantile, they have an earlier event, and the
+    last item is new to them. Everything else trains, later events of others included.
+    """
+    reader_idx, item_idx, timestamp = _checked_arrays(
+        reader_idx, item_idx, timestamp, n_readers, n_items, holdout_fraction
+    )
+    cut = float(np.quantile(timestamp, 1.0 - holdout_fraction))
+    order = np.lexsort((np.arange(len(timestamp)), timestamp, reader_idx))
+    readers = reader_idx[order]
+    is_last = np.r_[readers[1:] != readers[:-1], True]
+    has_earlier = np.r_[False, readers[1:] == readers[:-1]]
+    last = order[is_last & has_earlier & (timestamp[order] >= cut)]
+    held = np.zeros(len(timestamp), dtype=bool)
+    held[last] = True
+    earlier = _pair_keys(reader_idx[~held], item_idx[~held], n_items)
+    last_keys = reader_idx[last].astype(np.int64) * n_items + item_idx[last]
+    new = ~np.isin(last_keys, earlier)
+    held[last[~new]] = False  # a re-read is not a target, and stays in training
+    target_readers, target_items = reader_idx[last[new]], item_idx[last[new]]
+    if target_readers.size == 0:
+        raise ValueError("no test readers: no recent reader has a new item as last event")
+    targets = scipy.sparse.csr_matrix(
+        (np.ones(target_readers.size, dtype=np.float32), (target_readers, target_items)),
+        shape=(n_readers, n_items),
+    )
+    return TemporalSplit(
+        cut=cut,
+        train=~held,
+        test_readers=np.unique(target_readers).astype(np.int32),
+        targets=targets,
+    )
+
+
 def _pair_keys(readers: np.ndarray, items: np.ndarray, n_items: int) -> np.ndarray:
     """Sorted unique int64 keys reader * n_items + item, one per distinct (reader, item) pair."""
     return np.unique(readers.astype(np.int64) * n_items + items)

@@ -18,9 +18,9 @@ from clickrec.backends.sql_catalog import SQLCatalog
 from clickrec.config import Settings
 from clickrec.core.clock import Clock
 from clickrec.core.errors import NotEnoughData
-from clickrec.evaluation.split import temporal_split
+from clickrec.evaluation.split import TemporalSplit, last_event_split, temporal_split
 from clickrec.lake.reader import load_events
-from clickrec.models.base import RecipeParams
+from clickrec.models.base import Interactions, RecipeParams
 from clickrec.models.recipes import fit
 from clickrec.models.scoring import Exploration
 from clickrec.training.dataset import TRAINING_COLUMNS, readiness, to_interactions
@@ -55,6 +55,25 @@ def candidates(base: RecipeParams) -> list[Candidate]:
             replace(base, history_half_life=20.0),
         ),
     ]
+
+
+MIN_TEST_READERS = 50
+
+
+def holdout(data: Interactions, fraction: float) -> tuple[TemporalSplit, str]:
+    """A time cut when enough readers span it; else each recent reader's last event (data
+    made of short anonymous sessions rarely spans a cut). NotEnoughData if neither works."""
+    args = (data.reader, data.item, data.timestamp, data.n_readers, data.n_items, fraction)
+    try:
+        split = temporal_split(*args)
+        if len(split.test_readers) >= MIN_TEST_READERS:
+            return split, "temporal"
+    except ValueError:
+        pass
+    try:
+        return last_event_split(*args), "last-event"
+    except ValueError as exc:
+        raise NotEnoughData(f"not enough data for a holdout: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -100,17 +119,7 @@ class Pipeline:
         facts = self.item_facts()
         exploration = Exploration(serve.exploration_weight, serve.exploration_item_age_cutoff_days)
         base = RecipeParams(half_life_hours=cfg.half_life_hours, neighbours=cfg.neighbours)
-        try:
-            split = temporal_split(
-                data.reader,
-                data.item,
-                data.timestamp,
-                data.n_readers,
-                data.n_items,
-                cfg.holdout_fraction,
-            )
-        except ValueError as exc:
-            raise NotEnoughData(f"not enough data for a time holdout: {exc}") from exc
+        split, protocol = holdout(data, cfg.holdout_fraction)
         scores: dict[str, dict[str, float]] = {}
         for cand in candidates(base):
             progress(f"evaluate {cand.name}")
@@ -136,6 +145,8 @@ class Pipeline:
                 k: {m: v[m] for m in ("ndcg@10", "precision@10", "mrr@20", "coverage@20")}
                 for k, v in scores.items()
             },
+            "holdout_protocol": protocol,
+            "test_readers": int(len(split.test_readers)),
             "interactions": len(data),
             "items": data.n_items,
             "readers": data.n_readers,
