@@ -118,12 +118,16 @@ class SQLCatalog:
         if url.startswith("sqlite"):
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         metadata.create_all(self.engine)
-        with self.engine.begin() as conn:
-            if conn.execute(counters.select().where(counters.c.name == "items")).first() is None:
+        try:
+            with self.engine.begin() as conn:
+                if conn.execute(counters.select().where(counters.c.name == "items")).first():
+                    return
                 latest = conn.execute(
                     sa.select(sa.func.coalesce(sa.func.max(items.c.change_seq), 0))
                 ).scalar_one()
                 conn.execute(counters.insert(), [{"name": "items", "value": int(latest)}])
+        except sa.exc.IntegrityError:
+            pass  # another process opening the same catalog created the counter first
 
     def close(self) -> None:
         self.engine.dispose()
