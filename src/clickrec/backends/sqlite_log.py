@@ -146,12 +146,29 @@ class SQLiteEventLog:
     def _commit_group(
         self, group: list[tuple[Sequence[dict[str, Any]], Future[AppendResult]]]
     ) -> None:
+        """One transaction and one INSERT for every batch waiting: the writer calls into
+        SQLite a handful of times per group, whatever its size, since each call must
+        win the interpreter lock back from busy request threads."""
         conn = self._write
         try:
             conn.execute("BEGIN IMMEDIATE")
-            results = [self._insert(conn, records) for records, _ in group]
-            if self.before_commit is not None:
-                self.before_commit([s for r in results for s in r.seqs])
+            taken = self._new_records(conn, [records for records, _ in group])
+            rows = [
+                _row_of(records[i])
+                for (records, _), keep in zip(group, taken, strict=True)
+                for i in keep
+            ]
+            last = 0
+            if rows:
+                cursor = conn.execute(_INSERT, (orjson.dumps(rows).decode(),))
+                last = int(cursor.lastrowid or 0)
+            results, seq = [], last - len(rows)
+            for (records, _), keep in zip(group, taken, strict=True):
+                seqs = list(range(seq + 1, seq + 1 + len(keep)))
+                seq += len(keep)
+                results.append(AppendResult(keep, seqs, len(records) - len(keep)))
+            if self.before_commit is not None and rows:
+                self.before_commit(list(range(last - len(rows) + 1, last + 1)))
             conn.execute("COMMIT")
         except Exception as exc:  # noqa: BLE001 - every waiter must learn of the failure
             if conn.in_transaction:
@@ -163,10 +180,13 @@ class SQLiteEventLog:
             fut.set_result(result)
 
     @staticmethod
-    def _insert(conn: sqlite3.Connection, records: Sequence[dict[str, Any]]) -> AppendResult:
-        ids = [r["event_id"] for r in records]
+    def _new_records(
+        conn: sqlite3.Connection, batches: list[Sequence[dict[str, Any]]]
+    ) -> list[list[int]]:
+        """Per batch, the indices of records whose event_id is neither in the log nor
+        earlier in the group (server-made ids are new by construction: not looked up)."""
+        given = [r["event_id"] for b in batches for r in b if not r.get(FRESH_ID)]
         existing: set[str] = set()
-        given = [i for i, r in zip(ids, records, strict=True) if not r.get(FRESH_ID)]
         for start in range(0, len(given), 500):
             chunk = given[start : start + 500]
             marks = ",".join("?" * len(chunk))
@@ -176,18 +196,16 @@ class SQLiteEventLog:
                     f"SELECT event_id FROM events WHERE event_id IN ({marks})", chunk
                 )
             )
-        inserted: list[int] = []
-        for i, event_id in enumerate(ids):
-            if event_id not in existing:
-                existing.add(event_id)
-                inserted.append(i)
-        rows = [_row_of(records[i]) for i in inserted]
-        seqs: list[int] = []
-        if rows:
-            (last,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
-            conn.execute(_INSERT, (orjson.dumps(rows).decode(),))
-            seqs = list(range(last + 1, last + 1 + len(rows)))
-        return AppendResult(inserted=inserted, seqs=seqs, duplicates=len(records) - len(inserted))
+        taken = []
+        for batch in batches:
+            keep = []
+            for i, record in enumerate(batch):
+                event_id = record["event_id"]
+                if event_id not in existing:
+                    existing.add(event_id)
+                    keep.append(i)
+            taken.append(keep)
+        return taken
 
     # -- reading -------------------------------------------------------------------------
     def _reader(self) -> sqlite3.Connection:
