@@ -16,7 +16,6 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pyarrow as pa
 
 from clickrec.backends.base import AppendResult
@@ -46,14 +45,25 @@ CREATE TABLE IF NOT EXISTS offsets (consumer TEXT PRIMARY KEY, seq INTEGER NOT N
 
 _DATA_COLUMNS = EVENT_COLUMNS[1:]
 FRESH_ID = "_fresh_id"  # a record flag: the server just made this event_id, so it is new
-# All rows of a batch go in as one JSON array through one statement: one sqlite3_step,
-# so the writer releases and retakes the interpreter lock once per batch, not per row
-# (per-row executemany stalls behind the request threads under load).
-_INSERT = (
-    f"INSERT INTO events ({', '.join(_DATA_COLUMNS)}) SELECT "
-    + ", ".join(f"value ->> {i}" for i in range(len(_DATA_COLUMNS)))
-    + " FROM json_each(?) ORDER BY key"
-)
+# Rows go in as multi-row VALUES statements of up to _CHUNK rows: a few sqlite3_step calls
+# per group commit (the writer must win the interpreter lock back after each call, which
+# is slow while request threads are busy), and no per-row JSON parsing inside SQLite.
+_CHUNK = 128
+_ROW_MARKS = "(" + ", ".join("?" for _ in _DATA_COLUMNS) + ")"
+_INSERT_HEAD = f"INSERT INTO events ({', '.join(_DATA_COLUMNS)}) VALUES "
+
+
+def _insert_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> int:
+    """Insert rows in order; returns the seq of the last one."""
+    last = 0
+    for start in range(0, len(rows), _CHUNK):
+        chunk = rows[start : start + _CHUNK]
+        sql = _INSERT_HEAD + ", ".join([_ROW_MARKS] * len(chunk))
+        cursor = conn.execute(sql, [value for row in chunk for value in row])
+        last = int(cursor.lastrowid or 0)
+    return last
+
+
 _all_columns = operator.itemgetter(*_DATA_COLUMNS)
 
 
@@ -159,9 +169,7 @@ class SQLiteEventLog:
                 for i in keep
             ]
             last = 0
-            if rows:
-                cursor = conn.execute(_INSERT, (orjson.dumps(rows).decode(),))
-                last = int(cursor.lastrowid or 0)
+            last = _insert_rows(conn, rows) if rows else 0
             results, seq = [], last - len(rows)
             for (records, _), keep in zip(group, taken, strict=True):
                 seqs = list(range(seq + 1, seq + 1 + len(keep)))
