@@ -84,7 +84,10 @@ def test_sigkill_under_load_loses_and_duplicates_nothing(tmp_path: Path) -> None
         threads = [threading.Thread(target=load, args=(stop,)) for _ in range(3)]
         for t in threads:
             t.start()
-        time.sleep(rng.uniform(0.5, 1.5))
+        # Kill at a random moment once this round has had some load (slow machines too).
+        wanted = len(acknowledged) + 150
+        wait_for(lambda wanted=wanted: len(acknowledged) >= wanted, timeout=60, every=0.05)
+        time.sleep(rng.uniform(0.0, 1.0))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         stop.set()
