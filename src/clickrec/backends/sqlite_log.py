@@ -156,9 +156,9 @@ class SQLiteEventLog:
     def _commit_group(
         self, group: list[tuple[Sequence[dict[str, Any]], Future[AppendResult]]]
     ) -> None:
-        """One transaction and one INSERT for every batch waiting: the writer calls into
-        SQLite a handful of times per group, whatever its size, since each call must
-        win the interpreter lock back from busy request threads."""
+        """One transaction for every batch waiting, rows inserted a chunk at a time: the
+        writer calls into SQLite a handful of times per group, since each call must win
+        the interpreter lock back from busy request threads."""
         conn = self._write
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -168,7 +168,6 @@ class SQLiteEventLog:
                 for (records, _), keep in zip(group, taken, strict=True)
                 for i in keep
             ]
-            last = 0
             last = _insert_rows(conn, rows) if rows else 0
             results, seq = [], last - len(rows)
             for (records, _), keep in zip(group, taken, strict=True):
