@@ -21,9 +21,10 @@ def state_from(
     item_facts: Mapping[str, tuple[float | None, list[str]]],
     trending_half_life_hours: float,
     history_length: int,
+    seen_length: int = 500,
 ) -> OnlineState:
     """An online state fed with ``data``, its item index equal to the data's index."""
-    state = OnlineState(trending_half_life_hours, history_length)
+    state = OnlineState(trending_half_life_hours, history_length, seen_length)
     for item_id in data.item_ids:
         state.index_of(str(item_id))
     for item_id, (published_at, categories) in item_facts.items():
@@ -43,11 +44,12 @@ def evaluate_recipe(
     history_length: int,
     max_readers: int = 2000,
     seed: int = 0,
+    seen_length: int = 500,
 ) -> dict[str, float]:
     """Fit on the part before the cut, rank the full catalog for test readers, score."""
     train = data.subset(split.train)
     artifact = fit(recipe, train, params)
-    state = state_from(train, item_facts, trending_half_life_hours, history_length)
+    state = state_from(train, item_facts, trending_half_life_hours, history_length, seen_length)
     scorer = Scorer(artifact, state, exploration)
     readers = split.test_readers
     if len(readers) > max_readers:

@@ -132,6 +132,7 @@ class Pipeline:
                 exploration,
                 serve.trending_half_life_hours,
                 serve.history_length,
+                seen_length=serve.seen_length,
             )
         best = max(candidates(base), key=lambda c: scores[c.name][GATE_METRIC])
         progress(f"fit {best.name}")
