@@ -25,7 +25,7 @@ class Ingestor:
         self,
         log: EventLog,
         clock: Clock,
-        on_appended: Callable[[list[dict[str, Any]], list[int]], None] | None = None,
+        on_appended: Callable[[list[dict[str, Any]]], None] | None = None,
     ) -> None:
         self.log = log
         self.clock = clock
@@ -37,6 +37,6 @@ class Ingestor:
         check_times(events, now)
         records = [to_record(e, now) for e in events]
         result = self.log.append(records)
-        if self.on_appended is not None and result.seqs:
-            self.on_appended([records[i] for i in result.inserted], result.seqs)
+        if self.on_appended is not None and result.inserted:
+            self.on_appended([records[i] for i in result.inserted])
         return IngestResult(accepted=len(result.inserted), duplicates=result.duplicates)

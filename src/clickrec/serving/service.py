@@ -112,7 +112,7 @@ class Recommender:
         with self._local_lock:
             self._local.update(seqs)
 
-    def apply_appended(self, records: list[dict[str, Any]], seqs: list[int]) -> None:
+    def apply_appended(self, records: list[dict[str, Any]]) -> None:
         """Apply events this process just appended, before the HTTP response (read-your-
         writes). Concurrent requests may apply in any order: counts commute, and each
         reader's history is ordered by arrival."""
