@@ -236,6 +236,12 @@ class LoadResult:
     def requests(self) -> int:
         return len(self.latencies)
 
+    def record(self, latency_s: float, start_s: float, units: int) -> None:
+        """One answered request: its latency, when it started in the phase, what it counted."""
+        self.latencies.append(latency_s)
+        self.starts.append(start_s)
+        self.units += units
+
     def pct(self, q: float) -> float:
         """A latency percentile in milliseconds."""
         return float(np.percentile(self.latencies, q)) * 1e3 if self.latencies else float("nan")
@@ -447,9 +453,7 @@ async def closed_loop(
             except Exception as exc:  # noqa: BLE001 - every failure is counted, none hidden
                 result.note_error(f"{type(exc).__name__}: {exc}")
                 continue
-            result.latencies.append(time.perf_counter() - t0)
-            result.starts.append(t0 - started)
-            result.units += units
+            result.record(time.perf_counter() - t0, t0 - started, units)
 
     await asyncio.gather(*(worker() for _ in range(workers)))
     result.elapsed_s = time.perf_counter() - started
@@ -482,9 +486,7 @@ async def open_loop(
         except Exception as exc:  # noqa: BLE001 - every failure is counted, none hidden
             result.note_error(f"{type(exc).__name__}: {exc}")
             return
-        result.latencies.append(time.perf_counter() - scheduled)
-        result.starts.append(scheduled - started)
-        result.units += units
+        result.record(time.perf_counter() - scheduled, scheduled - started, units)
 
     cpu0, srv0 = time.process_time(), tree_cpu_seconds(server_pid)
     started = time.perf_counter()
