@@ -7,7 +7,8 @@ from fastapi import FastAPI
 from clickrec import __version__
 from clickrec.api import errors
 from clickrec.api.guard import Guard
-from clickrec.api.routes import router
+from clickrec.api.raw import RawRoute, RawRoutes
+from clickrec.api.routes import ingest_events, router
 from clickrec.engine import Engine
 from clickrec.observability.metrics import create_metrics
 
@@ -21,7 +22,16 @@ def create_app(engine: Engine) -> FastAPI:
     app.state.metrics = create_metrics()
     errors.install(app)
     app.include_router(router)
+    metrics = app.state.metrics
+    raw = RawRoutes(
+        engine.keys,
+        [
+            RawRoute(
+                "POST", "/v1/events", "ingest", lambda body: ingest_events(engine, metrics, body)
+            )
+        ],
+    )
     app.add_middleware(
-        Guard, max_body=engine.settings.server.max_body_bytes, metrics=app.state.metrics
+        Guard, max_body=engine.settings.server.max_body_bytes, metrics=metrics, raw=raw
     )
     return app

@@ -12,7 +12,7 @@ from fastapi import Request
 
 from clickrec.core.errors import StoreUnavailable, Unauthorized
 from clickrec.engine import Engine
-from clickrec.keys import Principal
+from clickrec.keys import KeyRing, Principal
 from clickrec.serving.service import Recommender
 
 
@@ -36,13 +36,21 @@ def require(scope: str) -> Callable[[Request], Awaitable[Principal]]:
     """A dependency that admits a bearer key with ``scope`` (or admin), else 401/403."""
 
     async def check(request: Request) -> Principal:
-        header = request.headers.get("authorization", "")
-        kind, _, token = header.partition(" ")
-        if kind.lower() != "bearer" or not token.strip():
-            raise Unauthorized("missing API key: send Authorization: Bearer <key>")
-        principal = _engine(request).keys.verify(token.strip())
-        principal.require(scope)
+        principal = authenticate(
+            _engine(request).keys, request.headers.get("authorization", ""), scope
+        )
         request.state.principal = principal
         return principal
 
     return check
+
+
+def authenticate(keys: KeyRing, header: str, scope: str) -> Principal:
+    """The principal of an ``Authorization: Bearer <key>`` header with ``scope`` (or
+    admin); Unauthorized or Forbidden otherwise."""
+    kind, _, token = header.partition(" ")
+    if kind.lower() != "bearer" or not token.strip():
+        raise Unauthorized("missing API key: send Authorization: Bearer <key>")
+    principal = keys.verify(token.strip())
+    principal.require(scope)
+    return principal

@@ -113,6 +113,11 @@ async def _validation(request: Request, exc: RequestValidationError) -> JSON:
 
 
 async def _engine_error(request: Request, exc: ClickrecError) -> JSON:
+    return engine_error_response(exc)
+
+
+def engine_error_response(exc: ClickrecError) -> JSON:
+    """The JSON response for an engine error (also used by the raw ASGI routes)."""
     status = next((code for cls, code in _STATUS if isinstance(exc, cls)), 500)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     if isinstance(exc, MalformedBody):

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from clickrec.api.raw import RawRoutes
 from clickrec.observability.metrics import Metrics
 
 SECURITY_HEADERS = [
@@ -42,10 +43,17 @@ def _log_request(scope: Scope, route: str, status: int, elapsed: float, request_
 class Guard:
     """Refuse bodies over ``max_body`` bytes with 413 and add security headers."""
 
-    def __init__(self, app: ASGIApp, max_body: int, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body: int,
+        metrics: Metrics | None = None,
+        raw: RawRoutes | None = None,
+    ) -> None:
         self.app = app
         self.max_body = max_body
         self.metrics = metrics
+        self.raw = raw
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -93,6 +101,11 @@ class Guard:
                 await self._refuse(send_with_headers, 413)
                 return
             more = message.get("more_body", False)
+        route = self.raw.match(scope) if self.raw is not None else None
+        if route is not None and self.raw is not None:
+            response = await self.raw.serve(route, scope, bytes(body))
+            await response(scope, receive, send_with_headers)
+            return
         sent = False
 
         async def replay() -> Message:

@@ -34,8 +34,13 @@ class EventLog(Protocol):
         in the log (or earlier in the same call) is a duplicate and is not stored again;
         a record flagged ``_fresh_id`` carries an id the server just made, so the log need
         not look it up.
-        Thread-safe; concurrent calls are committed together (group commit).
+        Thread-safe.
         """
+        ...
+
+    async def append_async(self, records: Sequence[dict[str, Any]]) -> AppendResult:
+        """``append`` for the event loop: the same result and durability, without holding
+        a thread while it waits; concurrent calls are committed together (group commit)."""
         ...
 
     def read(self, after_seq: int, limit: int, columns: Sequence[str] | None = None) -> pa.Table:

@@ -7,12 +7,13 @@ So an acknowledged event is on disk, and many concurrent requests share one fsyn
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import operator
-import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -45,44 +46,88 @@ CREATE TABLE IF NOT EXISTS offsets (consumer TEXT PRIMARY KEY, seq INTEGER NOT N
 
 _DATA_COLUMNS = EVENT_COLUMNS[1:]
 FRESH_ID = "_fresh_id"  # a record flag: the server just made this event_id, so it is new
-# Rows go in as multi-row VALUES statements of up to _CHUNK rows: a few sqlite3_step calls
-# per group commit (the writer must win the interpreter lock back after each call, which
-# is slow while request threads are busy), and no per-row JSON parsing inside SQLite.
-_CHUNK = 128
-_ROW_MARKS = "(" + ", ".join("?" for _ in _DATA_COLUMNS) + ")"
-_INSERT_HEAD = f"INSERT INTO events ({', '.join(_DATA_COLUMNS)}) VALUES "
+# Most events carry only ids, a type and a time. Their rows bind those six values and share
+# one received_at per statement (numbered parameters), half the binding work of a full row;
+# rows that carry more (a value, a recommendation id, maps) bind every column.
+_LEAN = ("event_id", "timestamp", "user_id", "session_id", "item_id", "event_type")
+_EXTRA = tuple(c for c in _DATA_COLUMNS if c not in _LEAN and c != "received_at")
+_CHUNK = 128  # rows per statement: a few sqlite3_step calls per commit
 
 
-def _insert_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> int:
-    """Insert rows in order; returns the seq of the last one."""
+@functools.lru_cache(maxsize=2 * _CHUNK)
+def _insert_sql(lean: bool, n: int) -> str:
+    if lean:
+        width = len(_LEAN)
+        marks = ", ".join(
+            "(" + ", ".join(f"?{2 + r * width + c}" for c in range(width)) + ", ?1)"
+            for r in range(n)
+        )
+        return f"INSERT INTO events ({', '.join(_LEAN)}, received_at) VALUES {marks}"
+    row = "(" + ", ".join("?" for _ in _DATA_COLUMNS) + ")"
+    return f"INSERT INTO events ({', '.join(_DATA_COLUMNS)}) VALUES {', '.join([row] * n)}"
+
+
+_lean_values = operator.itemgetter(*_LEAN)
+_extra_values = operator.itemgetter(*_EXTRA)
+
+
+def _insert_records(conn: sqlite3.Connection, records: list[dict[str, Any]]) -> int:
+    """Insert records in order, a run of same-shaped rows per statement; returns the seq of
+    the last one."""
     last = 0
-    for start in range(0, len(rows), _CHUNK):
-        chunk = rows[start : start + _CHUNK]
-        sql = _INSERT_HEAD + ", ".join([_ROW_MARKS] * len(chunk))
-        cursor = conn.execute(sql, [value for row in chunk for value in row])
-        last = int(cursor.lastrowid or 0)
+    start = 0
+    while start < len(records):
+        first = records[start]
+        lean = _is_lean(first)
+        received = first.get("received_at")
+        end = start + 1
+        while (
+            end < len(records)
+            and end - start < _CHUNK
+            and _is_lean(records[end]) == lean
+            and (not lean or records[end].get("received_at") == received)
+        ):
+            end += 1
+        run = records[start:end]
+        if lean:
+            params: list[Any] = [received]
+            for record in run:
+                params.extend(_lean_row(record))
+        else:
+            params = [record.get(c) for record in run for c in _DATA_COLUMNS]
+        last = int(conn.execute(_insert_sql(lean, len(run)), params).lastrowid or 0)
+        start = end
     return last
 
 
-_all_columns = operator.itemgetter(*_DATA_COLUMNS)
-
-
-def _row_of(record: dict[str, Any]) -> tuple[Any, ...]:
-    """The insert parameters of a record; missing columns are NULL."""
+def _lean_row(record: dict[str, Any]) -> tuple[Any, ...]:
     try:
-        return _all_columns(record)
+        return _lean_values(record)
     except KeyError:
-        return tuple(record.get(c) for c in _DATA_COLUMNS)
+        return tuple(record.get(c) for c in _LEAN)
+
+
+def _is_lean(record: dict[str, Any]) -> bool:
+    try:
+        return not any(v is not None for v in _extra_values(record))
+    except KeyError:
+        return all(record.get(c) is None for c in _EXTRA)
 
 
 _SELECT = f"SELECT {', '.join(EVENT_COLUMNS)} FROM events"
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+def _connect(path: Path, busy_ms: int = 30_000) -> sqlite3.Connection:
+    conn = sqlite3.connect(
+        path,
+        check_same_thread=False,
+        isolation_level=None,
+        timeout=busy_ms / 1000,
+        cached_statements=4 * _CHUNK,
+    )
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA busy_timeout=30000")
+    conn.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
     return conn
 
 
@@ -107,84 +152,154 @@ def _select(columns: Sequence[str] | None) -> tuple[str, Sequence[str]]:
     return f"SELECT {', '.join(names)} FROM events", names
 
 
+Waiter = tuple[Sequence[dict[str, Any]], "asyncio.Future[AppendResult]"]
+
+
 class SQLiteEventLog:
-    """The embedded event log; one file, safe against crashes (WAL + FULL sync)."""
+    """The embedded event log; one file, safe against crashes (WAL + FULL sync).
+
+    Two ways in. ``append`` (imports, tools, any thread) writes one transaction in the
+    caller's thread. ``append_async`` (the HTTP API) is a group commit run by the event
+    loop: the batches of every request that arrived meanwhile are inserted in one
+    transaction on the loop, and only the COMMIT (the fsync) is handed to a thread, so the
+    loop goes on parsing the next requests while the disk syncs. The loop's connection
+    never waits on a lock: if another writer (an import in another process) holds the
+    log, the group is written from the thread instead.
+    """
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._write = _connect(path)
         self._write.executescript(_DDL)
+        self._write_lock = threading.Lock()  # one thread at a time on self._write
+        self._fast = _connect(path, busy_ms=0)  # the loop's; used by one group at a time
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
-        self._pending: queue.Queue[tuple[Sequence[dict[str, Any]], Future[AppendResult]] | None]
-        self._pending = queue.Queue()
+        self._waiting: list[Waiter] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._scheduled = False
+        self._committing = False
+        self._committer = ThreadPoolExecutor(1, thread_name_prefix="eventlog-commit")
         self._closed = False
-        self._closing = threading.Lock()
         self.before_commit: Callable[[list[int]], None] | None = None
-        self._writer = threading.Thread(
-            target=self._write_loop, name="eventlog-writer", daemon=True
-        )
-        self._writer.start()
 
     # -- writing -------------------------------------------------------------------------
     def append(self, records: Sequence[dict[str, Any]]) -> AppendResult:
-        future: Future[AppendResult] = Future()
-        with self._closing:  # never enqueue behind the writer's stop sentinel
-            if self._closed:
-                raise StoreUnavailable("event log is closed")
-            self._pending.put((records, future))
-        return future.result()
+        if self._closed:
+            raise StoreUnavailable("event log is closed")
+        with self._write_lock:
+            return self._transaction(self._write, [records])[0]
 
-    def _write_loop(self) -> None:
-        while True:
-            first = self._pending.get()
-            if first is None:
-                return
-            group = [first]
-            while len(group) < 256:
-                try:
-                    nxt = self._pending.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._pending.put(None)
-                    break
-                group.append(nxt)
-            self._commit_group(group)
+    async def append_async(self, records: Sequence[dict[str, Any]]) -> AppendResult:
+        if self._closed:
+            raise StoreUnavailable("event log is closed")
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            if self._waiting or self._committing:  # another loop's group is in flight
+                return await asyncio.to_thread(self.append, records)
+            self._loop = loop
+        future: asyncio.Future[AppendResult] = loop.create_future()
+        self._waiting.append((records, future))
+        if not self._scheduled and not self._committing:
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        return await future
 
-    def _commit_group(
-        self, group: list[tuple[Sequence[dict[str, Any]], Future[AppendResult]]]
-    ) -> None:
-        """One transaction for every batch waiting, rows inserted a chunk at a time: the
-        writer calls into SQLite a handful of times per group, since each call must win
-        the interpreter lock back from busy request threads."""
-        conn = self._write
+    def _flush(self) -> None:
+        """On the loop: insert every waiting batch, then commit from the thread."""
+        self._scheduled = False
+        group, self._waiting = self._waiting, []
+        if not group:
+            return
+        self._committing = True
+        batches = [records for records, _ in group]
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            taken = self._new_records(conn, [records for records, _ in group])
-            rows = [
-                _row_of(records[i])
-                for (records, _), keep in zip(group, taken, strict=True)
-                for i in keep
-            ]
-            last = _insert_rows(conn, rows) if rows else 0
-            results, seq = [], last - len(rows)
-            for (records, _), keep in zip(group, taken, strict=True):
-                seqs = list(range(seq + 1, seq + 1 + len(keep)))
-                seq += len(keep)
-                results.append(AppendResult(keep, seqs, len(records) - len(keep)))
-            if self.before_commit is not None and rows:
-                self.before_commit(list(range(last - len(rows) + 1, last + 1)))
+            self._fast.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:  # busy: another writer holds the log
+            done = self._committer.submit(self._blocking_group, batches)
+        else:
+            try:
+                results = self._insert(self._fast, batches)
+            except Exception as exc:  # noqa: BLE001 - every waiter must learn of it
+                self._fast.execute("ROLLBACK")
+                self._settle(group, None, exc)
+                return
+            done = self._committer.submit(self._commit, self._fast, results)
+        assert self._loop is not None
+        loop = self._loop
+        done.add_done_callback(lambda f: loop.call_soon_threadsafe(self._committed, group, f))
+
+    def _blocking_group(self, batches: list[Sequence[dict[str, Any]]]) -> list[AppendResult]:
+        with self._write_lock:
+            return self._transaction(self._write, batches)
+
+    @staticmethod
+    def _commit(conn: sqlite3.Connection, results: list[AppendResult]) -> list[AppendResult]:
+        try:
             conn.execute("COMMIT")
-        except Exception as exc:  # noqa: BLE001 - every waiter must learn of the failure
+        except Exception:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            for _, fut in group:
-                fut.set_exception(StoreUnavailable(f"event log write failed: {exc}"))
-            return
-        for (_, fut), result in zip(group, results, strict=True):
-            fut.set_result(result)
+            raise
+        return results
+
+    def _committed(self, group: list[Waiter], done: Future[list[AppendResult]]) -> None:
+        exc = done.exception()
+        self._settle(group, None if exc else done.result(), exc)
+
+    def _settle(
+        self,
+        group: list[Waiter],
+        results: list[AppendResult] | None,
+        exc: BaseException | None,
+    ) -> None:
+        self._committing = False
+        for i, (_, future) in enumerate(group):
+            if future.done():  # its request was cancelled (client gone); the rows stay
+                continue
+            if results is not None:
+                future.set_result(results[i])
+            elif isinstance(exc, StoreUnavailable):
+                future.set_exception(exc)
+            else:
+                future.set_exception(StoreUnavailable(f"event log write failed: {exc}"))
+        if self._waiting and not self._scheduled and self._loop is not None:
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _transaction(
+        self, conn: sqlite3.Connection, batches: list[Sequence[dict[str, Any]]]
+    ) -> list[AppendResult]:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            results = self._insert(conn, batches)
+            conn.execute("COMMIT")
+        except Exception as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise StoreUnavailable(f"event log write failed: {exc}") from exc
+        return results
+
+    def _insert(
+        self, conn: sqlite3.Connection, batches: list[Sequence[dict[str, Any]]]
+    ) -> list[AppendResult]:
+        """Insert the new records of every batch (inside an open transaction) and tell
+        ``before_commit`` their seqs; per batch, which records were new and their seqs."""
+        taken = self._new_records(conn, batches)
+        rows = [batch[i] for batch, keep in zip(batches, taken, strict=True) for i in keep]
+        last = _insert_records(conn, rows) if rows else 0
+        results, seq = [], last - len(rows)
+        for batch, keep in zip(batches, taken, strict=True):
+            results.append(
+                AppendResult(
+                    keep, list(range(seq + 1, seq + 1 + len(keep))), len(batch) - len(keep)
+                )
+            )
+            seq += len(keep)
+        if self.before_commit is not None and rows:
+            self.before_commit(list(range(last - len(rows) + 1, last + 1)))
+        return results
 
     @staticmethod
     def _new_records(
@@ -263,12 +378,12 @@ class SQLiteEventLog:
         )
 
     def close(self) -> None:
-        with self._closing:
-            if self._closed:
-                return
-            self._closed = True
-            self._pending.put(None)
-        self._writer.join(timeout=10)
-        self._write.close()
+        if self._closed:
+            return
+        self._closed = True
+        self._committer.shutdown(wait=True)  # a commit in flight finishes
+        with self._write_lock:
+            self._write.close()
+        self._fast.close()
         for conn in self._readers:
             conn.close()

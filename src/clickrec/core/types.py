@@ -37,6 +37,8 @@ Scalar = str | float | int | bool | None
 MAX_EVENTS_PER_BATCH = 1000
 MAX_ITEMS_PER_BATCH = 1000
 MAX_FUTURE_SECONDS = 300.0
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_NAIVE = datetime(1970, 1, 1)
 
 
 def to_unix(value: datetime | float | int | None) -> float | None:
@@ -109,7 +111,7 @@ class Event(Strict):
     @field_validator("timestamp")
     @classmethod
     def _not_before_epoch(cls, value: datetime | None) -> datetime | None:
-        if value is not None and (to_unix(value) or 0.0) < 0:
+        if value is not None and value < (_EPOCH_NAIVE if value.tzinfo is None else _EPOCH):
             raise ValueError("is before 1970-01-01")
         return value
 

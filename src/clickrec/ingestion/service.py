@@ -9,7 +9,7 @@ from typing import Any
 from clickrec.backends.base import EventLog
 from clickrec.core.clock import Clock
 from clickrec.core.types import Event
-from clickrec.ingestion.validation import check_times, to_record
+from clickrec.ingestion.validation import to_records
 
 
 @dataclass(frozen=True)
@@ -31,11 +31,20 @@ class Ingestor:
         self.clock = clock
         self.on_appended = on_appended
 
+    async def ingest_async(self, events: Sequence[Event]) -> IngestResult:
+        """``ingest`` for the event loop (the HTTP API): the log's group commit, no thread
+        held while the disk syncs."""
+        now = self.clock.now()
+        records = to_records(events, now)
+        result = await self.log.append_async(records)
+        if self.on_appended is not None and result.inserted:
+            self.on_appended([records[i] for i in result.inserted])
+        return IngestResult(accepted=len(result.inserted), duplicates=result.duplicates)
+
     def ingest(self, events: Sequence[Event]) -> IngestResult:
         """Store a validated batch all-or-nothing; returns after the log has committed it."""
         now = self.clock.now()
-        check_times(events, now)
-        records = [to_record(e, now) for e in events]
+        records = to_records(events, now)
         result = self.log.append(records)
         if self.on_appended is not None and result.inserted:
             self.on_appended([records[i] for i in result.inserted])

@@ -31,8 +31,11 @@ class ReaderHistory:
         self.items.append(item)
         self.times.append(t)
         if len(self.items) > 2 * limit:
-            del self.items[:-limit]
-            del self.times[:-limit]
+            self.trim(limit)
+
+    def trim(self, limit: int) -> None:
+        del self.items[:-limit]
+        del self.times[:-limit]
 
     def extend(self, other: ReaderHistory, limit: int) -> None:
         pairs = sorted(
@@ -153,15 +156,19 @@ class OnlineState:
                 self._reanchor(self.newest_event_time)
             np.add.at(self._trend, idx, np.exp2((ts - self.anchor) / self.half_life_s))
             np.add.at(self._count, idx, 1)
-            limit = self.seen_length
+            limit, histories = self.seen_length, self.readers
             for reader, i, t in zip(readers, idx.tolist(), ts.tolist(), strict=True):
-                hist = self.readers.get(reader)
+                hist = histories.get(reader)
                 if hist is None:
-                    hist = self.readers[reader] = ReaderHistory()
-                hist.add(i, t, limit)
+                    hist = histories[reader] = ReaderHistory()
+                hist.items.append(i)  # ReaderHistory.add, inlined: the ingest hot path
+                hist.times.append(t)
+                if len(hist.items) > 2 * limit:
+                    hist.trim(limit)
             self.events_seen += len(item_ids)
             for anon, known in merges:  # after the batch, so its anonymous reads move too
-                self.merge_reader(anon, known)
+                if anon in histories:
+                    self.merge_reader(anon, known)
 
     def merge_reader(self, anon: str, known: str) -> None:
         """Give a reader who just logged in the history they made anonymously."""
