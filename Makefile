@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench demo clean
+.PHONY: run test lint security bench demo clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,14 +17,19 @@ run: $(STAMP)
 	$(BIN)/clickrec init
 	$(BIN)/clickrec serve
 
-test: $(STAMP)
-	$(BIN)/ruff check src tests bench
+test: $(STAMP) security
+	$(BIN)/ruff check src tests bench tools
 	$(BIN)/mypy src
 	$(BIN)/python -m pytest -q
 
+# Shift-left checks: bandit fails on any medium or high finding; no secret in tracked files.
+security: $(STAMP)
+	$(BIN)/bandit -q -r src -ll
+	$(BIN)/python tools/scan_secrets.py
+
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench tools
+	$(BIN)/ruff format --check src tests bench tools
 	$(BIN)/mypy src
 
 demo: $(STAMP)

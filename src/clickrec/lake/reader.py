@@ -76,9 +76,9 @@ def _read_lake(lake: Lake, offset: int, schema: pa.Schema) -> pa.Table:
     """Archived rows with ``seq <= offset`` in seq order, in ``schema``'s types."""
     if offset <= 0 or not lake.has_files():
         return schema.empty_table()
-    selected = ", ".join(f'"{name}"' for name in schema.names)
+    selected = ", ".join(f'"{name}"' for name in schema.names)  # EVENT_SCHEMA's names only
     query = (
-        f"SELECT {selected} "
+        f"SELECT {selected} "  # nosec B608
         "FROM read_parquet($glob, hive_partitioning=true, union_by_name=true) "
         "WHERE seq <= $offset ORDER BY seq"
     )
