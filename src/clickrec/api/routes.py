@@ -4,19 +4,30 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.openapi.utils import get_openapi
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import TypeAdapter, ValidationError
 
 from clickrec.api import deps, errors
 from clickrec.api.errors import JSON
-from clickrec.api.schemas import Accepted, RankingRequest, RecommendationList, RunState
-from clickrec.core.errors import NotFound
+from clickrec.api.schemas import (
+    Accepted,
+    FilterBody,
+    FilterValues,
+    FilterView,
+    RankingRequest,
+    RecommendationList,
+    RunState,
+)
+from clickrec.core.errors import FieldError, InvalidInput, NotFound
 from clickrec.core.types import EventBatch, ItemBatch, UserBatch
 from clickrec.engine import Engine
+from clickrec.filters import parse as parse_filter
 from clickrec.keys import Principal
 from clickrec.observability.metrics import Metrics
-from clickrec.serving.service import Recommender
+from clickrec.serving.filtering import check_expression
+from clickrec.serving.service import Recommender, Selection
 
 router = APIRouter()
 Eng = Annotated[Engine, Depends(deps.engine)]
@@ -26,6 +37,32 @@ Read = Annotated[Principal, Depends(deps.require("read"))]
 Admin = Annotated[Principal, Depends(deps.require("admin"))]
 NumResults = Annotated[int, Query(ge=1, le=500)]
 OptId = Annotated[str | None, Query(min_length=1, max_length=256)]
+OptFilter = Annotated[
+    str | None, Query(pattern=r"^[A-Za-z0-9_.\-]{1,64}$", description="a filter's name")
+]
+OptFilterValues = Annotated[
+    str | None,
+    Query(
+        max_length=8192,
+        description='JSON object of the filter\'s $parameters, e.g. {"CATS": "\\"news\\""}',
+    ),
+]
+_FILTER_VALUES: TypeAdapter[dict[str, str]] = TypeAdapter(FilterValues)
+
+
+def _selection(name: str | None, values: str | dict[str, str] | None) -> Selection | None:
+    """A request's filter and parameter values (a JSON object in a query string)."""
+    if values is not None and name is None:
+        raise InvalidInput([FieldError(None, "filter_values", "given without a filter")])
+    if name is None:
+        return None
+    if isinstance(values, str):
+        try:
+            values = _FILTER_VALUES.validate_json(values)
+        except ValidationError as exc:
+            problem = exc.errors(include_url=False)[0]["msg"]
+            raise InvalidInput([FieldError(None, "filter_values", problem)]) from exc
+    return Selection(name, values or {})
 
 
 @router.get("/healthz", tags=["health"])
@@ -120,9 +157,19 @@ def _public_item(row: dict[str, Any]) -> dict[str, Any]:
     "/v1/items/{item_id:path}/similar", response_model=RecommendationList, tags=["recommendations"]
 )
 async def similar(
-    item_id: str, rec: Rec, _: Read, num_results: NumResults = 25, category: OptId = None
+    item_id: str,
+    rec: Rec,
+    _: Read,
+    num_results: NumResults = 25,
+    category: OptId = None,
+    filter: OptFilter = None,
+    filter_values: OptFilterValues = None,
+    user_id: OptId = None,
 ) -> JSON:
-    return JSON(rec.similar(item_id, num_results, category).as_dict())
+    """Items read together with ``item_id``; a filter may use ``CurrentItem`` fields and,
+    with ``user_id``, that reader's interactions and profile."""
+    selection = _selection(filter, filter_values)
+    return JSON(rec.similar(item_id, num_results, category, selection, user_id).as_dict())
 
 
 @router.get("/v1/items/{item_id:path}", tags=["catalog"])
@@ -176,18 +223,73 @@ async def recommendations(
     session_id: OptId = None,
     num_results: NumResults = 25,
     category: OptId = None,
+    filter: OptFilter = None,
+    filter_values: OptFilterValues = None,
 ) -> JSON:
-    return JSON(rec.recommend(user_id, session_id, num_results, category).as_dict())
+    selection = _selection(filter, filter_values)
+    return JSON(rec.recommend(user_id, session_id, num_results, category, selection).as_dict())
 
 
 @router.get("/v1/trending", response_model=RecommendationList, tags=["recommendations"])
-async def trending(rec: Rec, _: Read, num_results: NumResults = 25, category: OptId = None) -> JSON:
-    return JSON(rec.trending(num_results, category).as_dict())
+async def trending(
+    rec: Rec,
+    _: Read,
+    num_results: NumResults = 25,
+    category: OptId = None,
+    filter: OptFilter = None,
+    filter_values: OptFilterValues = None,
+) -> JSON:
+    selection = _selection(filter, filter_values)
+    return JSON(rec.trending(num_results, category, selection).as_dict())
 
 
 @router.post("/v1/rankings", response_model=RecommendationList, tags=["recommendations"])
 async def rankings(body: RankingRequest, rec: Rec, _: Read) -> JSON:
-    return JSON(rec.rank(body.user_id, body.session_id, body.item_ids).as_dict())
+    selection = _selection(body.filter, body.filter_values)
+    return JSON(rec.rank(body.user_id, body.session_id, body.item_ids, selection).as_dict())
+
+
+# -- filters ---------------------------------------------------------------------------------
+def _filter_view(row: dict[str, Any]) -> dict[str, Any]:
+    parsed = parse_filter(row["expression"])
+    return {**row, "parameters": sorted(parsed.parameters)}
+
+
+@router.put("/v1/filters/{name}", response_model=FilterView, tags=["filters"])
+def put_filter(
+    name: Annotated[str, Path(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")],
+    body: FilterBody,
+    engine: Eng,
+    _: Admin,
+) -> dict[str, Any]:
+    """Create or replace a filter; a bad expression is a 422 that says where (line, column)."""
+    check_expression(body.expression)
+    row = engine.catalog.put_filter(name, body.expression, engine.clock.now())
+    if engine.recommender is not None:
+        engine.recommender.filters.forget(name)
+    return _filter_view(row)
+
+
+@router.get("/v1/filters", tags=["filters"])
+def list_filters(engine: Eng, _: Read) -> dict[str, Any]:
+    return {"filters": [_filter_view(r) for r in engine.catalog.list_filters()]}
+
+
+@router.get("/v1/filters/{name}", response_model=FilterView, tags=["filters"])
+def get_filter(name: str, engine: Eng, _: Read) -> dict[str, Any]:
+    row = engine.catalog.get_filter(name)
+    if row is None:
+        raise NotFound(f"unknown filter: {name}")
+    return _filter_view(row)
+
+
+@router.delete("/v1/filters/{name}", status_code=204, tags=["filters"])
+def delete_filter(name: str, engine: Eng, _: Admin) -> Response:
+    if not engine.catalog.delete_filter(name):
+        raise NotFound(f"unknown filter: {name}")
+    if engine.recommender is not None:
+        engine.recommender.filters.forget(name)
+    return Response(status_code=204)
 
 
 def _run_view(run: dict[str, Any]) -> dict[str, Any]:

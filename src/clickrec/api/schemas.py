@@ -8,6 +8,15 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from clickrec.core.types import Id
 
+FilterName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
+FilterValues = Annotated[
+    dict[
+        Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_]{1,64}$")],
+        Annotated[str, StringConstraints(max_length=2500)],
+    ],
+    Field(max_length=25),
+]
+
 
 class RankingRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -17,6 +26,24 @@ class RankingRequest(BaseModel):
     item_ids: list[Annotated[str, StringConstraints(min_length=1, max_length=256)]] = Field(
         min_length=1, max_length=500
     )
+    filter: FilterName | None = None
+    filter_values: FilterValues | None = None
+
+
+class FilterBody(BaseModel):
+    """A filter expression in Amazon Personalize's language (at most 2,500 characters)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    expression: Annotated[str, StringConstraints(min_length=1, max_length=2500)]
+
+
+class FilterView(BaseModel):
+    name: str
+    expression: str
+    parameters: list[str]
+    created_at: float
+    updated_at: float
 
 
 class Accepted(BaseModel):

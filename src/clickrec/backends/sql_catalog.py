@@ -92,6 +92,15 @@ training_runs = sa.Table(
     sa.Column("last_seq", sa.BigInteger),
 )
 
+filters = sa.Table(
+    "filters",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("expression", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
 _JSON_ITEM_FIELDS = ("categories", "tags", "attributes")
 _JSON_FIELDS = {"categories", "tags", "attributes", "metrics", "info"}
 
@@ -224,6 +233,31 @@ class SQLCatalog:
         with self.engine.connect() as conn:
             row = conn.execute(users.select().where(users.c.user_id == user_id)).first()
         return _row(row) if row else None
+
+    # -- filters -----------------------------------------------------------------------
+    def put_filter(self, name: str, expression: str, now: float) -> dict[str, Any]:
+        """Create or replace a named filter (the expression is checked by the caller)."""
+        with self.engine.begin() as conn:
+            old = conn.execute(filters.select().where(filters.c.name == name)).first()
+            created = old.created_at if old else now
+            conn.execute(filters.delete().where(filters.c.name == name))
+            row = {"name": name, "expression": expression, "created_at": created, "updated_at": now}
+            conn.execute(filters.insert(), [row])
+        return row
+
+    def get_filter(self, name: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(filters.select().where(filters.c.name == name)).first()
+        return _row(row) if row else None
+
+    def list_filters(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(filters.select().order_by(filters.c.name)).all()
+        return [_row(r) for r in rows]
+
+    def delete_filter(self, name: str) -> bool:
+        with self.engine.begin() as conn:
+            return conn.execute(filters.delete().where(filters.c.name == name)).rowcount > 0
 
     # -- keys --------------------------------------------------------------------------
     def add_key(self, record: dict[str, Any]) -> None:

@@ -433,7 +433,10 @@ def _is_number(value: object) -> bool:
 
 
 def _term(value: object) -> str:
-    """The string a value is matched as in a string column: 3 and 3.0 both read "3"."""
+    """The string a value is matched as in a string column: 3 and 3.0 both read "3", and
+    booleans read as in JSON, "true" and "false"."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
         return str(int(value))
     return str(value)

@@ -19,34 +19,40 @@ _REANCHOR_HALVINGS = 400.0  # re-anchor before 2**x overflows float64 (max ~2**1
 
 
 class ReaderHistory:
-    """A reader's newest reads, compact: item indices and event times, oldest first."""
+    """A reader's newest reads, compact: item indices, event times and event type codes
+    (see ``OnlineState.type_code``), oldest first."""
 
-    __slots__ = ("items", "times")
+    __slots__ = ("items", "times", "types")
 
     def __init__(self) -> None:
         self.items = array("i")
         self.times = array("d")
+        self.types = array("H")
 
-    def add(self, item: int, t: float, limit: int) -> None:
+    def add(self, item: int, t: float, limit: int, kind: int = 0) -> None:
         self.items.append(item)
         self.times.append(t)
+        self.types.append(kind)
         if len(self.items) > 2 * limit:
             self.trim(limit)
 
     def trim(self, limit: int) -> None:
         del self.items[:-limit]
         del self.times[:-limit]
+        del self.types[:-limit]
 
     def extend(self, other: ReaderHistory, limit: int) -> None:
-        pairs = sorted(
+        rows = sorted(
             zip(
                 list(self.times) + list(other.times),
                 list(self.items) + list(other.items),
+                list(self.types) + list(other.types),
                 strict=True,
             )
         )[-limit:]
-        self.times = array("d", [t for t, _ in pairs])
-        self.items = array("i", [i for _, i in pairs])
+        self.times = array("d", [t for t, _, _ in rows])
+        self.items = array("i", [i for _, i, _ in rows])
+        self.types = array("H", [k for _, _, k in rows])
 
 
 class OnlineState:
@@ -75,6 +81,8 @@ class OnlineState:
         self.anchor: float | None = None
         self.newest_event_time = -math.inf
         self.readers: dict[str, ReaderHistory] = {}
+        self.event_types: list[str] = [""]  # code -> name; 0 is "not told"
+        self._type_codes: dict[str, int] = {"": 0}
         self.events_seen = 0
         self.catalog_version = 0  # bumped on every catalog change, so caches see deletions
 
@@ -131,6 +139,16 @@ class OnlineState:
             self.item_category[idx] = list(categories)
             self.catalog_version += 1
 
+    def type_code(self, event_type: str) -> int:
+        """A small code per event type name; past 65,535 names new ones share code 0."""
+        code = self._type_codes.get(event_type)
+        if code is None:
+            if len(self.event_types) > 0xFFFF:
+                return 0
+            code = self._type_codes[event_type] = len(self.event_types)
+            self.event_types.append(event_type)
+        return code
+
     # -- events --------------------------------------------------------------------------
     def observe(
         self,
@@ -138,6 +156,7 @@ class OnlineState:
         item_ids: Sequence[str],
         timestamps: Sequence[float],
         merges: Iterable[tuple[str, str]] = (),
+        event_types: Sequence[str] | None = None,
     ) -> None:
         """Apply acknowledged events; ``merges`` are (session reader, user reader) pairs."""
         if not item_ids:
@@ -157,12 +176,18 @@ class OnlineState:
             np.add.at(self._trend, idx, np.exp2((ts - self.anchor) / self.half_life_s))
             np.add.at(self._count, idx, 1)
             limit, histories = self.seen_length, self.readers
-            for reader, i, t in zip(readers, idx.tolist(), ts.tolist(), strict=True):
+            codes = (
+                [self.type_code(k) for k in event_types]
+                if event_types is not None
+                else [0] * len(item_ids)
+            )
+            for reader, i, t, k in zip(readers, idx.tolist(), ts.tolist(), codes, strict=True):
                 hist = histories.get(reader)
                 if hist is None:
                     hist = histories[reader] = ReaderHistory()
                 hist.items.append(i)  # ReaderHistory.add, inlined: the ingest hot path
                 hist.times.append(t)
+                hist.types.append(k)
                 if len(hist.items) > 2 * limit:
                     hist.trim(limit)
             self.events_seen += len(item_ids)
@@ -217,6 +242,17 @@ class OnlineState:
         """Item indices of the reader's newest ``seen_length`` reads (never shown again)."""
         return self._reads(reader)[0][: self.seen_length]
 
+    def interactions(self, reader: str) -> tuple[np.ndarray, np.ndarray]:
+        """The reader's newest ``seen_length`` reads, newest first: (items, event type names)."""
+        with self.lock:
+            hist = self.readers.get(reader)
+            if hist is None:
+                return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=str)
+            items = np.frombuffer(hist.items, dtype=np.int32)[::-1].astype(np.int64)
+            codes = np.frombuffer(hist.types, dtype=np.uint16)[::-1]
+            names = np.array(self.event_types, dtype=str)
+        return items[: self.seen_length], names[codes[: self.seen_length]]
+
     def _reads(self, reader: str) -> tuple[np.ndarray, np.ndarray]:
         with self.lock:
             hist = self.readers.get(reader)
@@ -242,7 +278,11 @@ class OnlineState:
 
 
 def load_bulk(
-    state: OnlineState, readers: np.ndarray, item_ids: np.ndarray, timestamps: np.ndarray
+    state: OnlineState,
+    readers: np.ndarray,
+    item_ids: np.ndarray,
+    timestamps: np.ndarray,
+    event_types: np.ndarray | None = None,
 ) -> None:
     """Apply many events at once (start-up replay, evaluation): same result as ``observe``.
 
@@ -252,6 +292,10 @@ def load_bulk(
         return
     order = np.argsort(timestamps, kind="stable")
     readers, item_ids, ts = readers[order], item_ids[order], timestamps[order].astype(float)
+    kinds = np.zeros(len(ts), dtype=np.uint16)
+    if event_types is not None:
+        names, inverse = np.unique(event_types[order].astype(str), return_inverse=True)
+        kinds = np.array([state.type_code(k) for k in names.tolist()], dtype=np.uint16)[inverse]
     with state.lock:
         uniq, inverse = np.unique(item_ids.astype(str), return_inverse=True)
         live = np.fromiter((state.index_of(str(i)) for i in uniq), dtype=np.int64, count=len(uniq))
@@ -275,7 +319,10 @@ def load_bulk(
                 hist = state.readers[reader] = ReaderHistory()
                 hist.items = array("i", idx[rows].astype(np.int32).tobytes())
                 hist.times = array("d", ts[rows].tobytes())
+                hist.types = array("H", kinds[rows].tobytes())
                 continue
-            for i, t in zip(idx[rows].tolist(), ts[rows].tolist(), strict=True):
-                hist.add(i, t, limit)
+            for i, t, k in zip(
+                idx[rows].tolist(), ts[rows].tolist(), kinds[rows].tolist(), strict=True
+            ):
+                hist.add(i, t, limit, k)
         state.events_seen += len(ts)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +24,29 @@ from clickrec.backends.base import EventLog
 from clickrec.backends.sql_catalog import SQLCatalog
 from clickrec.core.errors import InvalidInput, NotFound
 from clickrec.core.schema import reader_column, reader_key
+from clickrec.filters import Context, History
 from clickrec.models.base import Artifact
 from clickrec.models.online import OnlineState, load_bulk
 from clickrec.models.scoring import Exploration, Scorer, top_n
+from clickrec.serving.filtering import (
+    CatalogColumns,
+    FilterBook,
+    empty_history,
+    item_fields,
+    uses_interactions,
+    uses_user,
+)
 
 log = logging.getLogger("clickrec.serving")
-ONLINE_COLUMNS = ("seq", "timestamp", "user_id", "session_id", "item_id")
+ONLINE_COLUMNS = ("seq", "timestamp", "user_id", "session_id", "item_id", "event_type")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A request's named filter and the values of its $parameters."""
+
+    filter: str | None = None
+    values: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -64,6 +81,9 @@ class Recommender:
         self._local: set[int] = set()  # seqs appended here, not yet passed by the tail
         self._local_lock = threading.Lock()
         self._catalog_lock = threading.Lock()
+        self.filters = FilterBook(catalog)
+        self._item_fields: list[dict[str, Any] | None] = []  # per item index, for filters
+        self._columns: tuple[tuple[int, int], CatalogColumns] | None = None
         self._replay(replay_events)
         self.refresh_catalog()
         self.refresh_model()
@@ -84,13 +104,20 @@ class Recommender:
     def _apply_table(self, table: pa.Table) -> None:
         if table.num_rows <= 2000:  # a request's worth of events: the per-event path
             cols = table.to_pydict()
-            self._observe(cols["user_id"], cols["session_id"], cols["item_id"], cols["timestamp"])
+            self._observe(
+                cols["user_id"],
+                cols["session_id"],
+                cols["item_id"],
+                cols["timestamp"],
+                cols["event_type"],
+            )
             return
         load_bulk(
             self.state,
             reader_column(table).to_numpy(zero_copy_only=False),
             table.column("item_id").to_numpy(zero_copy_only=False),
             table.column("timestamp").to_numpy(zero_copy_only=False),
+            table.column("event_type").to_numpy(zero_copy_only=False),
         )
         self._merge_logins(table)  # after loading, so the anonymous reads are there to move
 
@@ -121,6 +148,7 @@ class Recommender:
             [r["session_id"] for r in records],
             [r["item_id"] for r in records],
             [r["timestamp"] for r in records],
+            [r["event_type"] for r in records],
         )
 
     def _observe(
@@ -129,10 +157,11 @@ class Recommender:
         sessions: list[str],
         items: list[str],
         timestamps: list[float],
+        event_types: list[str],
     ) -> None:
         readers = [reader_key(u, s) for u, s in zip(users, sessions, strict=True)]
         merges = {(f"s:{s}", f"u:{u}") for u, s in zip(users, sessions, strict=True) if u}
-        self.state.observe(readers, items, timestamps, merges)
+        self.state.observe(readers, items, timestamps, merges, event_types)
 
     def catch_up(self, limit: int = 10_000) -> int:
         """Apply events appended by other processes (imports, other servers); returns how
@@ -175,6 +204,10 @@ class Recommender:
                 item["deleted"],
                 item["expires_at"],
             )
+            idx = self.state.item_index[item["item_id"]]
+            if idx >= len(self._item_fields):
+                self._item_fields.extend([None] * (idx + 1 - len(self._item_fields)))
+            self._item_fields[idx] = item_fields(item)
             self._catalog_seq = max(self._catalog_seq, int(item["change_seq"]))
         return len(changed)
 
@@ -220,11 +253,62 @@ class Recommender:
         items = [{"item_id": ids[i], "score": round(float(values[i]), 6)} for i in idx]
         return Ranked(uuid.uuid4().hex, self.model_version, recipe, items)
 
-    def _mask(self, category: str | None) -> np.ndarray | None:
-        return None if category is None else self.state.category_mask(category)
+    def _mask(
+        self,
+        category: str | None,
+        selection: Selection | None = None,
+        reader: str | None = None,
+        current_item: int | None = None,
+    ) -> np.ndarray | None:
+        """Items a request may show (None: all): its category and its filter."""
+        mask = None if category is None else self.state.category_mask(category)
+        if selection is None or selection.filter is None:
+            return mask
+        allowed = self._filter_mask(selection, reader, current_item)
+        return allowed if mask is None else mask & allowed
+
+    def _filter_mask(
+        self, selection: Selection, reader: str | None, current_item: int | None
+    ) -> np.ndarray:
+        assert selection.filter is not None
+        f = self.filters.get(selection.filter)
+        columns = self._catalog_columns()
+        user: dict[str, Any] = {}
+        if uses_user(f) and reader is not None and reader.startswith("u:"):
+            profile = self.catalog.get_user(reader[2:])
+            user = (profile or {}).get("attributes", {})
+        history = empty_history()
+        if uses_interactions(f) and reader is not None:
+            history = self.state.interactions(reader)
+        current = None
+        if current_item is not None and current_item < len(self._item_fields):
+            current = self._item_fields[current_item] or {
+                "item_id": self.state.item_ids[current_item]
+            }
+        ctx = Context(
+            interactions=History(*history),
+            user=user,
+            current_item=current,
+            values=selection.values,
+        )
+        mask = f.mask(columns, ctx)
+        return mask[: self.state.n_items]
+
+    def _catalog_columns(self) -> CatalogColumns:
+        key = (self.state.catalog_version, self.state.n_items)
+        cached = self._columns
+        if cached is None or cached[0] != key:
+            columns = CatalogColumns(self._item_fields, self.state.item_ids, key[1])
+            self._columns = cached = (key, columns)
+        return cached[1]
 
     def recommend(
-        self, user_id: str | None, session_id: str | None, n: int, category: str | None = None
+        self,
+        user_id: str | None,
+        session_id: str | None,
+        n: int,
+        category: str | None = None,
+        selection: Selection | None = None,
     ) -> Ranked:
         if not user_id and not session_id:
             raise InvalidInput("give user_id or session_id")
@@ -232,29 +316,46 @@ class Recommender:
         scorer = self.scorer
         with self.state.lock:
             scores = scorer.for_reader(reader)
-            idx = top_n(scores.values, n, self._mask(category))
+            idx = top_n(scores.values, n, self._mask(category, selection, reader))
             return self._response(scores.recipe, idx, scores.values)
 
-    def trending(self, n: int, category: str | None = None) -> Ranked:
+    def trending(
+        self, n: int, category: str | None = None, selection: Selection | None = None
+    ) -> Ranked:
         scorer = self.scorer
         with self.state.lock:
             trending, bonus = scorer.shared()
             values = np.where(np.isfinite(bonus) & (trending > 0), trending, -np.inf)
-            idx = top_n(values, n, self._mask(category))
+            idx = top_n(values, n, self._mask(category, selection))
             return self._response("trending-now", idx, values)
 
-    def similar(self, item_id: str, n: int, category: str | None = None) -> Ranked:
+    def similar(
+        self,
+        item_id: str,
+        n: int,
+        category: str | None = None,
+        selection: Selection | None = None,
+        user_id: str | None = None,
+    ) -> Ranked:
         scorer = self.scorer
         with self.state.lock:
             item = self.state.item_index.get(item_id)
             if item is None:
                 raise NotFound(f"unknown item: {item_id}")
             values = scorer.similar(item)
-            idx = top_n(values, n, self._mask(category))
+            reader = reader_key(user_id, "") if user_id else None
+            idx = top_n(values, n, self._mask(category, selection, reader, item))
             return self._response("similar-items", idx, values)
 
-    def rank(self, user_id: str | None, session_id: str | None, item_ids: list[str]) -> Ranked:
-        """Reorder the given items for one reader, best first, each with its score."""
+    def rank(
+        self,
+        user_id: str | None,
+        session_id: str | None,
+        item_ids: list[str],
+        selection: Selection | None = None,
+    ) -> Ranked:
+        """Reorder the given items for one reader, best first, each with its score; items
+        the filter excludes are left out."""
         if not user_id and not session_id:
             raise InvalidInput("give user_id or session_id")
         scorer = self.scorer
@@ -263,7 +364,15 @@ class Recommender:
             if unknown:
                 raise InvalidInput(f"unknown item_ids: {', '.join(unknown[:10])}")
             idx = np.array([self.state.item_index[i] for i in item_ids], dtype=np.int64)
-            scores = scorer.for_reader(reader_key(user_id, session_id or ""))
+            reader = reader_key(user_id, session_id or "")
+            allowed = self._mask(None, selection, reader)
+            if allowed is not None:
+                keep = allowed[idx]
+                idx, item_ids = (
+                    idx[keep],
+                    [i for i, k in zip(item_ids, keep.tolist(), strict=True) if k],
+                )
+            scores = scorer.for_reader(reader)
             values = np.nan_to_num(scores.values[idx], neginf=-1.0)
             order = np.argsort(-values, kind="stable")
             items = [{"item_id": item_ids[k], "score": round(float(values[k]), 6)} for k in order]
