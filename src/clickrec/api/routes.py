@@ -16,6 +16,9 @@ from clickrec.api.schemas import (
     FilterBody,
     FilterValues,
     FilterView,
+    MetadataColumns,
+    PromotionBody,
+    Promotions,
     RankingRequest,
     RecommendationList,
     RunState,
@@ -27,7 +30,7 @@ from clickrec.filters import parse as parse_filter
 from clickrec.keys import Principal
 from clickrec.observability.metrics import Metrics
 from clickrec.serving.filtering import check_expression
-from clickrec.serving.service import Recommender, Selection
+from clickrec.serving.service import Extras, Promotion, Recommender, Selection
 
 router = APIRouter()
 Eng = Annotated[Engine, Depends(deps.engine)]
@@ -47,7 +50,54 @@ OptFilterValues = Annotated[
         description='JSON object of the filter\'s $parameters, e.g. {"CATS": "\\"news\\""}',
     ),
 ]
+OptColumns = Annotated[
+    str | None,
+    Query(max_length=1400, description="comma-separated item fields to return with each item"),
+]
+OptPromotions = Annotated[
+    str | None,
+    Query(
+        max_length=8192,
+        description="JSON list of promotions: "
+        '[{"name", "percent_promoted_items", "filter", "filter_values"}]',
+    ),
+]
 _FILTER_VALUES: TypeAdapter[dict[str, str]] = TypeAdapter(FilterValues)
+_COLUMNS: TypeAdapter[list[str]] = TypeAdapter(MetadataColumns)
+_PROMOTIONS: TypeAdapter[list[PromotionBody]] = TypeAdapter(Promotions)
+
+
+def _invalid(field: str, exc: ValidationError) -> InvalidInput:
+    err = exc.errors(include_url=False)[0]
+    where = ".".join(str(p) for p in err["loc"])
+    return InvalidInput([FieldError(None, f"{field}.{where}" if where else field, err["msg"])])
+
+
+def _extras(
+    columns: str | list[str] | None, promotions: str | list[PromotionBody] | None = None
+) -> Extras:
+    """Metadata columns (comma-separated in a query) and promotions (JSON in a query)."""
+    if isinstance(columns, str):
+        try:
+            columns = _COLUMNS.validate_python([c.strip() for c in columns.split(",")])
+        except ValidationError as exc:
+            raise _invalid("metadata_columns", exc) from exc
+    if isinstance(promotions, str):
+        try:
+            promotions = _PROMOTIONS.validate_json(promotions)
+        except ValidationError as exc:
+            raise _invalid("promotions", exc) from exc
+    promotions = promotions or []
+    if sum(p.percent_promoted_items for p in promotions) > 100:
+        message = "percent_promoted_items add up to more than 100"
+        raise InvalidInput([FieldError(None, "promotions", message)])
+    return Extras(
+        tuple(dict.fromkeys(c.lower() for c in columns or [])),
+        tuple(
+            Promotion(p.name, p.percent_promoted_items, p.filter, p.filter_values or {})
+            for p in promotions
+        ),
+    )
 
 
 def _selection(name: str | None, values: str | dict[str, str] | None) -> Selection | None:
@@ -165,11 +215,13 @@ async def similar(
     filter: OptFilter = None,
     filter_values: OptFilterValues = None,
     user_id: OptId = None,
+    metadata_columns: OptColumns = None,
 ) -> JSON:
     """Items read together with ``item_id``; a filter may use ``CurrentItem`` fields and,
     with ``user_id``, that reader's interactions and profile."""
     selection = _selection(filter, filter_values)
-    return JSON(rec.similar(item_id, num_results, category, selection, user_id).as_dict())
+    extras = _extras(metadata_columns)
+    return JSON(rec.similar(item_id, num_results, category, selection, user_id, extras).as_dict())
 
 
 @router.get("/v1/items/{item_id:path}", tags=["catalog"])
@@ -225,9 +277,13 @@ async def recommendations(
     category: OptId = None,
     filter: OptFilter = None,
     filter_values: OptFilterValues = None,
+    metadata_columns: OptColumns = None,
+    promotions: OptPromotions = None,
 ) -> JSON:
     selection = _selection(filter, filter_values)
-    return JSON(rec.recommend(user_id, session_id, num_results, category, selection).as_dict())
+    extras = _extras(metadata_columns, promotions)
+    ranked = rec.recommend(user_id, session_id, num_results, category, selection, extras)
+    return JSON(ranked.as_dict())
 
 
 @router.get("/v1/trending", response_model=RecommendationList, tags=["recommendations"])
@@ -238,15 +294,20 @@ async def trending(
     category: OptId = None,
     filter: OptFilter = None,
     filter_values: OptFilterValues = None,
+    metadata_columns: OptColumns = None,
+    promotions: OptPromotions = None,
 ) -> JSON:
     selection = _selection(filter, filter_values)
-    return JSON(rec.trending(num_results, category, selection).as_dict())
+    extras = _extras(metadata_columns, promotions)
+    return JSON(rec.trending(num_results, category, selection, extras).as_dict())
 
 
 @router.post("/v1/rankings", response_model=RecommendationList, tags=["recommendations"])
 async def rankings(body: RankingRequest, rec: Rec, _: Read) -> JSON:
     selection = _selection(body.filter, body.filter_values)
-    return JSON(rec.rank(body.user_id, body.session_id, body.item_ids, selection).as_dict())
+    extras = _extras(body.metadata_columns)
+    ranked = rec.rank(body.user_id, body.session_id, body.item_ids, selection, extras)
+    return JSON(ranked.as_dict())
 
 
 # -- filters ---------------------------------------------------------------------------------

@@ -18,6 +18,25 @@ FilterValues = Annotated[
 ]
 
 
+ColumnName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_]{1,64}$")]
+MetadataColumns = Annotated[list[ColumnName], Field(max_length=20)]
+
+
+class PromotionBody(BaseModel):
+    """Personalize's promotion: ``percent_promoted_items`` of the slots come from the items
+    ``filter`` allows, in their own order, placed among the others."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
+    percent_promoted_items: int = Field(ge=1, le=100)
+    filter: FilterName
+    filter_values: FilterValues | None = None
+
+
+Promotions = Annotated[list[PromotionBody], Field(max_length=3)]
+
+
 class RankingRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -28,6 +47,7 @@ class RankingRequest(BaseModel):
     )
     filter: FilterName | None = None
     filter_values: FilterValues | None = None
+    metadata_columns: MetadataColumns | None = None
 
 
 class FilterBody(BaseModel):
@@ -54,6 +74,9 @@ class Accepted(BaseModel):
 class ItemScore(BaseModel):
     item_id: str
     score: float
+    reason: str = Field(description="why it is here, e.g. 'because you read \"…\"'")
+    promotion_name: str | None = None
+    metadata: dict[str, Any] | None = None
 
 
 class RecommendationList(BaseModel):

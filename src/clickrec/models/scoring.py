@@ -7,7 +7,7 @@ moment ago changes the next answer without retraining. Items the model never saw
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -34,6 +34,10 @@ class Scores:
 
     values: np.ndarray  # float64 per live item index; -inf means never show
     recipe: str
+    # The weighted terms that add up to ``values`` (personal, trending, exploration),
+    # kept so an item's reason can name the one that put it there.
+    parts: tuple[tuple[str, np.ndarray], ...] = ()
+    history: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 class Scorer:
@@ -140,16 +144,46 @@ class Scorer:
         if self.artifact is None or self.artifact.recipe in ("trending-now", "popularity-count"):
             values = trending + bonus
             recipe = self.recipe
+            parts: tuple[tuple[str, np.ndarray], ...] = (("trending", trending), ("bonus", bonus))
         else:
             p = self.artifact.params
-            personal = self.personal(history, n)
+            personal = p.personal_weight * self.personal(history, n)
             # Readers with short histories lean on trending; long ones on their own taste.
             blend = p.trending_weight + (1.0 - p.trending_weight) * 3.0 / (3.0 + len(history))
-            values = p.personal_weight * personal + blend * trending + bonus
+            values = personal + blend * trending + bonus
             recipe = self.artifact.recipe
+            parts = (("personal", personal), ("trending", blend * trending), ("bonus", bonus))
         seen = self.state.seen(reader)
         values[seen[seen < n]] = -np.inf
-        return Scores(values, recipe)
+        return Scores(values, recipe, parts, history)
+
+    def anchors(self, history: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """For each of ``items``, the history item that adds most to its personal score
+        (-1 where none does): the "because you read" of an explanation."""
+        out = np.full(len(items), -1, dtype=np.int64)
+        art = self.artifact
+        if art is None or len(history) == 0 or len(items) == 0:
+            return out
+        known = history < len(self.model_of_live)
+        rows = np.where(known, self.model_of_live[np.where(known, history, 0)], -1)
+        cols_known = items < len(self.model_of_live)
+        cols = np.where(cols_known, self.model_of_live[np.where(cols_known, items, 0)], -1)
+        r_ok, c_ok = np.flatnonzero(rows >= 0), np.flatnonzero(cols >= 0)
+        if len(r_ok) == 0 or len(c_ok) == 0:
+            return out
+        block = art.similarity[rows[r_ok]][:, cols[c_ok]].toarray()
+        block *= np.exp2(-r_ok / art.params.history_half_life)[:, None]
+        best = block.argmax(axis=0)
+        has = block[best, np.arange(len(c_ok))] > 0
+        out[c_ok[has]] = history[r_ok[best[has]]]
+        return out
+
+    def neighbours(self, item: int) -> np.ndarray:
+        """Live indices of the model's neighbours of an item (empty if the model lacks it)."""
+        m = self.model_of_live[item] if item < len(self.model_of_live) else -1
+        if self.artifact is None or m < 0:
+            return np.zeros(0, dtype=np.int64)
+        return self.live_of_model[self.artifact.similarity[m].indices]
 
     def similar(self, item: int) -> np.ndarray:
         """Scores of items similar to one item (model neighbours, else same category)."""

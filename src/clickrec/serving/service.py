@@ -22,12 +22,14 @@ import pyarrow.compute as pc
 
 from clickrec.backends.base import EventLog
 from clickrec.backends.sql_catalog import SQLCatalog
+from clickrec.core.datakeys import DataKeys
 from clickrec.core.errors import InvalidInput, NotFound
 from clickrec.core.schema import reader_column, reader_key
 from clickrec.filters import Context, History
 from clickrec.models.base import Artifact
 from clickrec.models.online import OnlineState, load_bulk
 from clickrec.models.scoring import Exploration, Scorer, top_n
+from clickrec.serving.explain import Explainer
 from clickrec.serving.filtering import (
     CatalogColumns,
     FilterBook,
@@ -50,6 +52,25 @@ class Selection:
 
 
 @dataclass(frozen=True)
+class Promotion:
+    """A share of a list's slots reserved for the items of a filter (Personalize's
+    promotions): they keep their own order and are placed among the others."""
+
+    name: str
+    percent: int
+    filter: str
+    values: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Extras:
+    """What a request asks for besides the ranking: item fields and promotions."""
+
+    metadata: tuple[str, ...] = ()
+    promotions: tuple[Promotion, ...] = ()
+
+
+@dataclass(frozen=True)
 class Ranked:
     recommendation_id: str
     model_version: str | None
@@ -68,7 +89,9 @@ class Recommender:
         state: OnlineState,
         exploration: Exploration,
         replay_events: int,
+        data_keys: DataKeys | None = None,
     ) -> None:
+        self.data_keys = data_keys
         self.log_store = log_store
         self.catalog = catalog
         self.state = state
@@ -216,7 +239,7 @@ class Recommender:
         live = self.catalog.live_model()
         if live is None or live["version"] == self.model_version:
             return False
-        artifact = Artifact.load(Path(live["path"]))
+        artifact = Artifact.load(Path(live["path"]), self.data_keys)
         scorer = Scorer(artifact, self.state, self.exploration)
         self.scorer, self.model_version = scorer, live["version"]
         log.info("now serving model %s (%s)", live["version"], artifact.recipe)
@@ -248,10 +271,68 @@ class Recommender:
                 for i, t in zip(items[:limit].tolist(), times[:limit].tolist(), strict=True)
             ]
 
-    def _response(self, recipe: str, idx: np.ndarray, values: np.ndarray) -> Ranked:
+    def _ranked(
+        self,
+        recipe: str,
+        idx: np.ndarray,
+        values: np.ndarray,
+        reasons: list[str],
+        extras: Extras | None = None,
+        promoted: dict[int, str] | None = None,
+        rec_id: str | None = None,
+    ) -> Ranked:
         ids = self.state.item_ids
-        items = [{"item_id": ids[i], "score": round(float(values[i]), 6)} for i in idx]
-        return Ranked(uuid.uuid4().hex, self.model_version, recipe, items)
+        items: list[dict[str, Any]] = []
+        for i, reason in zip(idx.tolist(), reasons, strict=True):
+            item: dict[str, Any] = {"item_id": ids[i], "score": round(float(values[i]), 6)}
+            if promoted and i in promoted:
+                item["promotion_name"] = promoted[i]
+                reason = f"promoted: {promoted[i]}"
+            item["reason"] = reason
+            if extras is not None and extras.metadata:
+                fields = self._item_fields[i] if i < len(self._item_fields) else None
+                item["metadata"] = {c: (fields or {}).get(c) for c in extras.metadata}
+            items.append(item)
+        return Ranked(rec_id or uuid.uuid4().hex, self.model_version, recipe, items)
+
+    def _explainer(self) -> Explainer:
+        return Explainer(self.state.item_ids, self._item_fields)
+
+    def _promote(
+        self,
+        values: np.ndarray,
+        n: int,
+        mask: np.ndarray | None,
+        promotions: tuple[Promotion, ...],
+        reader: str | None,
+        rec_id: str,
+    ) -> tuple[np.ndarray, dict[int, str]]:
+        """The n items of a list with its promotions' shares: each promotion's best items
+        under its filter (kept in order), placed at random slots among the others."""
+        if not promotions:
+            return top_n(values, n, mask), {}
+        taken = np.zeros(len(values), dtype=bool)
+        promoted: list[tuple[int, str]] = []
+        for p in promotions:
+            k = n * p.percent // 100
+            if k <= 0:
+                continue
+            allowed = self._filter_mask(Selection(p.filter, p.values), reader, None) & ~taken
+            if mask is not None:
+                allowed &= mask
+            top = top_n(values, k, allowed)
+            taken[top] = True
+            promoted.extend((int(i), p.name) for i in top)
+        rest = top_n(values, n - len(promoted), ~taken if mask is None else mask & ~taken)
+        total = len(rest) + len(promoted)
+        rng = np.random.default_rng(int(rec_id[:12], 16))  # the same id, the same layout
+        slots = np.sort(rng.choice(total, size=len(promoted), replace=False))
+        out = np.empty(total, dtype=np.int64)
+        is_promo = np.zeros(total, dtype=bool)
+        is_promo[slots] = True
+        out[is_promo] = [i for i, _ in promoted]
+        out[~is_promo] = rest
+        return out, dict(promoted)
 
     def _mask(
         self,
@@ -309,25 +390,42 @@ class Recommender:
         n: int,
         category: str | None = None,
         selection: Selection | None = None,
+        extras: Extras | None = None,
     ) -> Ranked:
         if not user_id and not session_id:
             raise InvalidInput("give user_id or session_id")
         reader = reader_key(user_id, session_id or "")
         scorer = self.scorer
+        rec_id = uuid.uuid4().hex
+        promotions = extras.promotions if extras else ()
         with self.state.lock:
             scores = scorer.for_reader(reader)
-            idx = top_n(scores.values, n, self._mask(category, selection, reader))
-            return self._response(scores.recipe, idx, scores.values)
+            mask = self._mask(category, selection, reader)
+            idx, promoted = self._promote(scores.values, n, mask, promotions, reader, rec_id)
+            anchors = scorer.anchors(scores.history, idx)
+            reasons = self._explainer().scored(idx, scores.parts, anchors, category)
+            return self._ranked(
+                scores.recipe, idx, scores.values, reasons, extras, promoted, rec_id
+            )
 
     def trending(
-        self, n: int, category: str | None = None, selection: Selection | None = None
+        self,
+        n: int,
+        category: str | None = None,
+        selection: Selection | None = None,
+        extras: Extras | None = None,
     ) -> Ranked:
         scorer = self.scorer
+        rec_id = uuid.uuid4().hex
+        promotions = extras.promotions if extras else ()
         with self.state.lock:
             trending, bonus = scorer.shared()
             values = np.where(np.isfinite(bonus) & (trending > 0), trending, -np.inf)
-            idx = top_n(values, n, self._mask(category, selection))
-            return self._response("trending-now", idx, values)
+            mask = self._mask(category, selection)
+            idx, promoted = self._promote(values, n, mask, promotions, None, rec_id)
+            explainer = self._explainer()
+            reasons = [explainer.trending(i, category) for i in idx.tolist()]
+            return self._ranked("trending-now", idx, values, reasons, extras, promoted, rec_id)
 
     def similar(
         self,
@@ -336,6 +434,7 @@ class Recommender:
         category: str | None = None,
         selection: Selection | None = None,
         user_id: str | None = None,
+        extras: Extras | None = None,
     ) -> Ranked:
         scorer = self.scorer
         with self.state.lock:
@@ -345,7 +444,9 @@ class Recommender:
             values = scorer.similar(item)
             reader = reader_key(user_id, "") if user_id else None
             idx = top_n(values, n, self._mask(category, selection, reader, item))
-            return self._response("similar-items", idx, values)
+            by_model = np.isin(idx, scorer.neighbours(item))
+            reasons = self._explainer().similar(idx, item, by_model)
+            return self._ranked("similar-items", idx, values, reasons, extras)
 
     def rank(
         self,
@@ -353,9 +454,10 @@ class Recommender:
         session_id: str | None,
         item_ids: list[str],
         selection: Selection | None = None,
+        extras: Extras | None = None,
     ) -> Ranked:
         """Reorder the given items for one reader, best first, each with its score; items
-        the filter excludes are left out."""
+        the filter excludes are left out, items already read come last (score -1)."""
         if not user_id and not session_id:
             raise InvalidInput("give user_id or session_id")
         scorer = self.scorer
@@ -367,13 +469,12 @@ class Recommender:
             reader = reader_key(user_id, session_id or "")
             allowed = self._mask(None, selection, reader)
             if allowed is not None:
-                keep = allowed[idx]
-                idx, item_ids = (
-                    idx[keep],
-                    [i for i, k in zip(item_ids, keep.tolist(), strict=True) if k],
-                )
+                idx = idx[allowed[idx]]
             scores = scorer.for_reader(reader)
-            values = np.nan_to_num(scores.values[idx], neginf=-1.0)
-            order = np.argsort(-values, kind="stable")
-            items = [{"item_id": item_ids[k], "score": round(float(values[k]), 6)} for k in order]
-            return Ranked(uuid.uuid4().hex, self.model_version, scores.recipe, items)
+            shown = np.nan_to_num(scores.values, neginf=-1.0)
+            ranked = idx[np.argsort(-shown[idx], kind="stable")]
+            anchors = scorer.anchors(scores.history, ranked)
+            reasons = self._explainer().scored(ranked, scores.parts, anchors, None)
+            read = ~np.isfinite(scores.values[ranked])
+            reasons = ["already read" if r else why for r, why in zip(read, reasons, strict=True)]
+            return self._ranked(scores.recipe, ranked, shown, reasons, extras)
