@@ -267,3 +267,26 @@ def test_reads_older_than_the_scoring_history_are_still_never_recommended() -> N
     state.observe(readers, items, [1000.0 + k for k in range(80)])
     scores = Scorer(None, state, NO_EXPLORATION).for_reader("u:heavy").values
     assert np.isinf(scores).all()  # all 40 posts were read, not just the newest 3
+
+
+def test_anchors_name_the_read_that_brought_each_item(artifact, state) -> None:
+    """A reader who read a, then c: b is there because of a, d because of c."""
+    scorer = Scorer(artifact, state, Exploration())
+    read(state, "u:visitor", "post-a")
+    read(state, "u:visitor", "post-c", dt=30.0)
+    scores = scorer.for_reader("u:visitor")
+    wanted = np.array([idx(state, "post-d"), idx(state, "post-b")])
+
+    anchors = scorer.anchors(scores.history, wanted)
+
+    assert ids(state, anchors) == ["post-c", "post-a"]
+    # An item no read brought (no similarity to a or c) has no anchor.
+    stranger = next(
+        i
+        for i in range(state.n_items)
+        if i
+        not in set(scorer.neighbours(idx(state, "post-a")).tolist())
+        | set(scorer.neighbours(idx(state, "post-c")).tolist())
+    )
+    assert scorer.anchors(scores.history, np.array([stranger])).tolist() == [-1]
+    assert scorer.anchors(np.zeros(0, dtype=np.int64), wanted).tolist() == [-1, -1]

@@ -162,20 +162,31 @@ class Scorer:
         (-1 where none does): the "because you read" of an explanation."""
         out = np.full(len(items), -1, dtype=np.int64)
         art = self.artifact
-        if art is None or len(history) == 0 or len(items) == 0:
+        if art is None or len(history) == 0 or len(items) == 0 or len(self._neighbours) == 0:
             return out
-        known = history < len(self.model_of_live)
-        rows = np.where(known, self.model_of_live[np.where(known, history, 0)], -1)
-        cols_known = items < len(self.model_of_live)
-        cols = np.where(cols_known, self.model_of_live[np.where(cols_known, items, 0)], -1)
-        r_ok, c_ok = np.flatnonzero(rows >= 0), np.flatnonzero(cols >= 0)
-        if len(r_ok) == 0 or len(c_ok) == 0:
+        pos = np.flatnonzero(history < len(self.model_of_live))
+        rows = self.model_of_live[history[pos]]
+        pos, rows = pos[rows >= 0], rows[rows >= 0]
+        starts, lengths = self._indptr[rows], self._indptr[rows + 1] - self._indptr[rows]
+        total = int(lengths.sum())
+        if total == 0:
             return out
-        block = art.similarity[rows[r_ok]][:, cols[c_ok]].toarray()
-        block *= np.exp2(-r_ok / art.params.history_half_life)[:, None]
-        best = block.argmax(axis=0)
-        has = block[best, np.arange(len(c_ok))] > 0
-        out[c_ok[has]] = history[r_ok[best[has]]]
+        at = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(total)
+        source = np.repeat(pos, lengths)  # which history entry each neighbour comes from
+        cols = self._neighbours[at]
+        order = np.argsort(items, kind="stable")
+        slot = np.searchsorted(items[order], cols)
+        slot[slot >= len(items)] = 0
+        hit = items[order][slot] == cols
+        if not hit.any():
+            return out
+        gain = self._weights[at][hit] * np.exp2(-source[hit] / art.params.history_half_life)
+        target, source = order[slot[hit]], source[hit]
+        best = np.lexsort((-gain, target))  # per target, the largest gain first
+        first = np.r_[True, target[best][1:] != target[best][:-1]]
+        winners = best[first]
+        keep = gain[winners] > 0
+        out[target[winners][keep]] = history[source[winners][keep]]
         return out
 
     def neighbours(self, item: int) -> np.ndarray:
