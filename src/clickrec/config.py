@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 CONFIG_FILE = "clickrec.toml"
 
@@ -35,6 +35,21 @@ class ServerSettings(Section):
     port: int = Field(default=8080, ge=0, le=65535)
     max_body_bytes: int = 1_048_576
     log_level: str = "info"
+
+
+class LimitSettings(Section):
+    """Limits applied before any handler runs; rates are requests per second."""
+
+    per_address_rps: float = Field(default=2000.0, gt=0)
+    """Every request from one client address (floods, stolen or made-up keys)."""
+    ingest_rps: float = Field(default=1000.0, gt=0)
+    read_rps: float = Field(default=1000.0, gt=0)
+    admin_rps: float = Field(default=100.0, gt=0)
+    burst_seconds: float = Field(default=2.0, gt=0)
+    """A bucket holds this many seconds' worth of requests (the burst)."""
+    max_header_bytes: int = Field(default=16_384, ge=1024)
+    body_timeout_seconds: float = Field(default=10.0, gt=0)
+    """A client that takes longer than this to send its body gets 408."""
 
 
 class TrainingSettings(Section):
@@ -66,12 +81,25 @@ class ServingSettings(Section):
     """How many of the newest log events rebuild the online state at start-up."""
 
 
+class EncryptionSettings(Section):
+    """Encryption at rest of lake parts and model artifacts (docs/security.md)."""
+
+    enabled: bool = True
+    """Off: new files are written in clear; files encrypted earlier still read."""
+    key_file: str | None = None
+    """Data key file (relative to the home); default ``data.key``, made on first use."""
+    data_key: SecretStr | None = None
+    """Base64 keys, comma-separated, the first encrypts (CLICKREC_DATA_KEY); beats key_file."""
+
+
 class Settings(Section):
     home: Path = Path("var")
     stores: StoreSettings = StoreSettings()
     server: ServerSettings = ServerSettings()
+    limits: LimitSettings = LimitSettings()
     training: TrainingSettings = TrainingSettings()
     serving: ServingSettings = ServingSettings()
+    encryption: EncryptionSettings = EncryptionSettings()
 
     def store_path(self, url: str) -> Path:
         """The local path of a sqlite:/// or file:// URL, relative ones under the home."""
@@ -94,6 +122,8 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
         parts = key[len("CLICKREC_") :].lower().split("__")
         if parts == ["port"]:
             parts = ["server", "port"]
+        if parts == ["data_key"]:
+            parts = ["encryption", "data_key"]
         if parts[0] not in Settings.model_fields:
             continue  # not a setting (CLICKREC_HOME, test hooks); typos in files still fail
         node = out
@@ -130,6 +160,6 @@ def write_default_config(home: Path) -> Path:
     """Write a commented-free default config file unless one exists; return its path."""
     path = home / CONFIG_FILE
     if not path.exists():
-        doc = Settings().model_dump(mode="json", exclude={"home"})
+        doc = Settings().model_dump(mode="json", exclude={"home"}, exclude_none=True)
         path.write_text(tomli_w.dumps(doc))
     return path

@@ -11,9 +11,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import duckdb
 import httpx
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
+
+from clickrec.backends.registry import open_data_keys, open_lake
+from clickrec.config import load_settings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 CLI = [sys.executable, "-m", "clickrec.cli"]
@@ -179,11 +183,10 @@ def _scenario(http, home, tmp_path, admin, ingest, read, proc) -> None:  # type:
     wait_for(lambda: any(lake.glob("*/*.parquet")), timeout=30)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
-    rows = duckdb.sql(
-        f"SELECT count(*), count(DISTINCT seq) FROM read_parquet('{lake}/*/*.parquet', "
-        "hive_partitioning=true)"
-    ).fetchall()[0]
-    assert rows == (total + 1, total + 1)
+    settings = load_settings(home, environ={})
+    parts = open_lake(settings, open_data_keys(settings))  # encrypted: read through the lake
+    seqs = pa.concat_tables([parts.read_part(path, ["seq"]) for path in parts.parts()])
+    assert (seqs.num_rows, pc.count_distinct(seqs["seq"]).as_py()) == (total + 1, total + 1)
 
 
 def test_bad_input_never_gets_a_5xx(server) -> None:  # type: ignore[no-untyped-def]

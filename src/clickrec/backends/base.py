@@ -79,10 +79,25 @@ class Lake(Protocol):
         ...
 
     def glob(self) -> str:
-        """A path pattern DuckDB reads with hive partitioning."""
+        """A path pattern DuckDB reads with hive partitioning (unencrypted parts only)."""
         ...
 
     def has_files(self) -> bool: ...
+
+    def parts(self, max_seq: int | None = None) -> list[Path]:
+        """Every part file (``.../date=YYYY-MM-DD/<name>.parquet``), or only those that may
+        hold a seq <= ``max_seq``."""
+        ...
+
+    def read_part(self, path: Path, columns: list[str] | None = None) -> pa.Table:
+        """One part's rows (decrypted); DataKeyError naming the file when it cannot be."""
+        ...
+
+    def part_rows(self, path: Path) -> int: ...
+
+    def rewrite_part(self, path: Path) -> None:
+        """Rewrite one part atomically under the active data key (key rotation)."""
+        ...
 
     def acquire_writer(self, stop: threading.Event, poll: float = 0.2) -> bool:
         """Wait to become the lake's only writer (until ``stop``); True when acquired.

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 from clickrec.backends.base import EventLog, Lake
 from clickrec.backends.sql_catalog import SQLCatalog
 from clickrec.config import Settings
+from clickrec.core.datakeys import (
+    DataKey,
+    DataKeyError,
+    DataKeys,
+    create_key_file,
+    read_key_file,
+)
+
+logger = logging.getLogger("clickrec.keys")
+DEFAULT_KEY_FILE = "data.key"
 
 
 def open_event_log(settings: Settings) -> EventLog:
@@ -27,10 +40,43 @@ def open_catalog(settings: Settings) -> SQLCatalog:
     raise ValueError(f"no catalog backend for {url!r} (supported: sqlite:///, postgresql://)")
 
 
-def open_lake(settings: Settings) -> Lake:
+def data_key_file(settings: Settings) -> Path | None:
+    """The key file the data keys come from; None when CLICKREC_DATA_KEY gives them."""
+    if settings.encryption.data_key is not None:
+        return None
+    path = Path(settings.encryption.key_file or DEFAULT_KEY_FILE)
+    return path if path.is_absolute() else settings.home / path
+
+
+def open_data_keys(settings: Settings) -> DataKeys | None:
+    """The data keys; None when encryption is off and no key is there to read old files.
+
+    With encryption on and no key configured, ``<home>/data.key`` is made (random, mode
+    600). A key file that is configured but missing is an error, never a fresh key.
+    """
+    enc = settings.encryption
+    path = data_key_file(settings)
+    if path is None:
+        assert enc.data_key is not None
+        text = enc.data_key.get_secret_value()
+        return DataKeys([DataKey.from_base64(k) for k in text.split(",") if k.strip()], enc.enabled)
+    if not path.exists():
+        if not enc.enabled:
+            return None
+        if enc.key_file is not None:
+            raise DataKeyError(f"data key file {path} (encryption.key_file) does not exist")
+        if create_key_file(path):
+            logger.warning("created data key file %s: back it up (docs/security.md)", path)
+    if path.stat().st_mode & 0o077:
+        logger.warning("data key file %s is readable by others: chmod 600 it", path)
+    return DataKeys(read_key_file(path), enc.enabled)
+
+
+def open_lake(settings: Settings, data_keys: DataKeys | None = None) -> Lake:
+    """The lake; it encrypts and decrypts parts with ``data_keys`` when given."""
     url = settings.stores.lake
     if url.startswith("file://"):
         from clickrec.lake.localfs import LocalLake
 
-        return LocalLake(settings.store_path(url))
+        return LocalLake(settings.store_path(url), data_keys)
     raise ValueError(f"no lake backend for {url!r} (supported: file://)")

@@ -1,1 +1,1 @@
-"""The lake: Parquet archive of the event log, partitioned by event date, read with DuckDB."""
+"""The lake: Parquet archive of the event log, partitioned by event date, encrypted at rest."""

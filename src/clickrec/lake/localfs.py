@@ -1,4 +1,8 @@
-"""Lake in a local folder: zstd Parquet parts, hive-partitioned by the UTC date of event time."""
+"""Lake in a local folder: zstd Parquet parts, hive-partitioned by the UTC date of event time.
+
+With data keys that encrypt, parts are written with Parquet modular encryption; parts of
+either kind are read, so a lake written before encryption was turned on stays readable.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from clickrec.core.datakeys import DataKeys
+from clickrec.lake.encryption import PartCipher, open_part, read_part
 
 _PART_NAME = re.compile(r"^part-(\d{20})-(\d{20})\.parquet$")
 _TEMP_SUFFIX = ".tmp"
@@ -50,12 +57,13 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _write_atomically(table: pa.Table, path: Path) -> None:
+def _write_atomically(table: pa.Table, path: Path, cipher: PartCipher | None) -> None:
     """Write, fsync, rename into place: readers see the whole part or none of it."""
     temp = path.with_name(f"{path.name}.{uuid.uuid4().hex}{_TEMP_SUFFIX}")
+    encryption = cipher.encryption_properties() if cipher is not None else None
     try:
         with open(temp, "wb") as out:
-            pq.write_table(table, out, compression="zstd")
+            pq.write_table(table, out, compression="zstd", encryption_properties=encryption)
             out.flush()
             os.fsync(out.fileno())
         os.replace(temp, path)
@@ -67,10 +75,12 @@ def _write_atomically(table: pa.Table, path: Path) -> None:
 class LocalLake:
     """``<root>/events/date=YYYY-MM-DD/part-<first>-<last>.parquet``: a part per batch and date."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, data_keys: DataKeys | None = None) -> None:
         self.root = Path(root)
         self._events = self.root / "events"
         self._lock_fd: int | None = None
+        self._cipher = PartCipher(data_keys) if data_keys is not None else None
+        self._encrypt = data_keys is not None and data_keys.encrypt
 
     def acquire_writer(self, stop: threading.Event, poll: float = 0.2) -> bool:
         """Become the lake's only writer (an exclusive lock the OS frees when the process
@@ -118,14 +128,44 @@ class LocalLake:
     def has_files(self) -> bool:
         return next(self._events.glob("*/*.parquet"), None) is not None
 
+    def parts(self, max_seq: int | None = None) -> list[Path]:
+        """Every part (only those that may hold a seq <= ``max_seq``), by date then seq."""
+        if not self._events.is_dir():
+            return []
+        return sorted(
+            path
+            for path in self._events.glob("*/*.parquet")
+            if max_seq is None
+            or (match := _PART_NAME.match(path.name)) is None
+            or int(match.group(1)) <= max_seq
+        )
+
+    def read_part(self, path: Path, columns: list[str] | None = None) -> pa.Table:
+        """One part's rows, decrypted if need be; DataKeyError naming the file if it can't be."""
+        return read_part(path, self._cipher, columns)
+
+    def part_rows(self, path: Path) -> int:
+        """A part's row count, from its (decrypted) footer alone."""
+        with open_part(path, self._cipher) as part:
+            return int(part.metadata.num_rows)
+
+    def rewrite_part(self, path: Path) -> None:
+        """Rewrite a part under the active data key (or in clear if encryption is off),
+        atomically: a crash leaves the old part or the new one, each readable."""
+        _write_atomically(self.read_part(path), path, self._write_cipher)
+
     def _write_part(self, day: dt.date, part: pa.Table, name: str) -> Path:
         folder = self._events / f"date={day.isoformat()}"
         if not folder.is_dir():
             folder.mkdir(parents=True, exist_ok=True)
             _fsync_dir(folder.parent)
         path = folder / name
-        _write_atomically(part, path)
+        _write_atomically(part, path, self._write_cipher)
         return path
+
+    @property
+    def _write_cipher(self) -> PartCipher | None:
+        return self._cipher if self._encrypt else None
 
     def _remove_stale_copies(self, name: str, keep: set[Path]) -> None:
         """A rewrite replaces the batch everywhere, even under dates it no longer has rows in."""

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from clickrec.backends.base import EventLog, Lake
 from clickrec.core.schema import EVENT_COLUMNS, EVENT_SCHEMA
@@ -33,32 +35,22 @@ def load_events(
 
 
 def lake_stats(lake: Lake) -> dict[str, Any]:
-    """Files, rows and dates in the lake, for a status page."""
-    stats: dict[str, Any] = {
-        "files": 0,
-        "rows": 0,
-        "dates": 0,
-        "first_date": None,
-        "last_date": None,
+    """Files, rows and dates in the lake, for a status page (footers only: no data is read)."""
+    files = rows = 0
+    dates: set[dt.date] = set()
+    for path in lake.parts():
+        count = lake.part_rows(path)
+        if count:
+            files += 1
+            rows += count
+            dates.add(_part_date(path))
+    return {
+        "files": files,
+        "rows": rows,
+        "dates": len(dates),
+        "first_date": min(dates).isoformat() if dates else None,
+        "last_date": max(dates).isoformat() if dates else None,
     }
-    if not lake.has_files():
-        return stats
-    query = (
-        "SELECT count(DISTINCT filename), count(*), count(DISTINCT date), min(date), max(date) "
-        "FROM read_parquet($glob, hive_partitioning=true, union_by_name=true, filename=true)"
-    )
-    with duckdb.connect() as con:
-        [(files, rows, dates, first, last)] = con.sql(
-            query, params={"glob": lake.glob()}
-        ).fetchall()
-    stats.update(
-        files=files,
-        rows=rows,
-        dates=dates,
-        first_date=first.isoformat(),
-        last_date=last.isoformat(),
-    )
-    return stats
 
 
 def _schema_of(columns: Sequence[str] | None) -> pa.Schema:
@@ -73,18 +65,39 @@ def _schema_of(columns: Sequence[str] | None) -> pa.Schema:
 
 
 def _read_lake(lake: Lake, offset: int, schema: pa.Schema) -> pa.Table:
-    """Archived rows with ``seq <= offset`` in seq order, in ``schema``'s types."""
-    if offset <= 0 or not lake.has_files():
+    """Archived rows with ``seq <= offset`` in seq order, in ``schema``'s types.
+
+    Parts are read one at a time, through pyarrow (DuckDB cannot decrypt them), and only
+    ``schema``'s columns, so memory holds the result plus one part.
+    """
+    if offset <= 0:
         return schema.empty_table()
-    selected = ", ".join(f'"{name}"' for name in schema.names)  # EVENT_SCHEMA's names only
-    query = (
-        f"SELECT {selected} "  # nosec B608
-        "FROM read_parquet($glob, hive_partitioning=true, union_by_name=true) "
-        "WHERE seq <= $offset ORDER BY seq"
+    wanted = list(dict.fromkeys(["seq", *schema.names]))
+    pieces = [_conform(schema.empty_table(), wanted, schema)]
+    for path in lake.parts(max_seq=offset):
+        part = lake.read_part(path, columns=wanted)
+        pieces.append(_conform(part.filter(pc.less_equal(part["seq"], offset)), wanted, schema))
+    table = pa.concat_tables(pieces).sort_by("seq")
+    return table.select(schema.names)
+
+
+def _conform(part: pa.Table, names: list[str], schema: pa.Schema) -> pa.Table:
+    """``part`` with exactly ``names`` in ``schema``'s types (seq is int64); a column an
+    older part lacks is null, as DuckDB's ``union_by_name`` made it."""
+    types = {field.name: field.type for field in schema} | {"seq": pa.int64()}
+    return pa.table(
+        {
+            name: part[name].cast(types[name])
+            if name in part.column_names
+            else pa.nulls(part.num_rows, types[name])
+            for name in names
+        }
     )
-    with duckdb.connect() as con:
-        table = con.sql(query, params={"glob": lake.glob(), "offset": offset}).to_arrow_table()
-    return table.cast(schema)
+
+
+def _part_date(path: Path) -> dt.date:
+    """The hive partition of a part: its folder is ``date=YYYY-MM-DD``."""
+    return dt.date.fromisoformat(path.parent.name.removeprefix("date="))
 
 
 def _read_log(log: EventLog, offset: int, schema: pa.Schema) -> pa.Table:

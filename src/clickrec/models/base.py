@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,6 +10,8 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+
+from clickrec.core.datakeys import DataKeys, unseal_if_sealed
 
 RECIPES = ("trending-now", "popularity-count", "similar-items", "user-personalization")
 
@@ -72,28 +75,53 @@ class Artifact:
     params: RecipeParams = field(default_factory=RecipeParams)
     metrics: dict[str, Any] = field(default_factory=dict)
 
-    def save(self, folder: Path) -> None:
+    def save(self, folder: Path, data_keys: DataKeys | None = None) -> None:
+        """Write the artifact's files, each sealed with ``data_keys`` when they encrypt."""
         folder.mkdir(parents=True, exist_ok=True)
-        np.save(folder / "item_ids.npy", self.item_ids.astype(str))
-        np.save(folder / "popularity.npy", self.popularity)
-        sp.save_npz(folder / "similarity.npz", self.similarity)
         meta = {
             "recipe": self.recipe,
             "trained_until": self.trained_until,
             "params": self.params.__dict__,
             "metrics": self.metrics,
         }
-        (folder / "meta.json").write_text(json.dumps(meta, indent=1))
+        files = {
+            "item_ids.npy": _npy(self.item_ids.astype(str)),
+            "popularity.npy": _npy(self.popularity),
+            "similarity.npz": _npz(self.similarity),
+            "meta.json": json.dumps(meta, indent=1).encode(),
+        }
+        for name, data in files.items():
+            if data_keys is not None and data_keys.encrypt:
+                data = data_keys.seal(data)
+            (folder / name).write_bytes(data)
 
     @classmethod
-    def load(cls, folder: Path) -> Artifact:
-        meta = json.loads((folder / "meta.json").read_text())
+    def load(cls, folder: Path, data_keys: DataKeys | None = None) -> Artifact:
+        """Read an artifact, sealed or (written before encryption) in clear."""
+
+        def read(name: str) -> io.BytesIO:
+            path = folder / name
+            return io.BytesIO(unseal_if_sealed(path.read_bytes(), data_keys, str(path)))
+
+        meta = json.loads(read("meta.json").getvalue())
         return cls(
             recipe=meta["recipe"],
-            item_ids=np.load(folder / "item_ids.npy", allow_pickle=False),
-            popularity=np.load(folder / "popularity.npy", allow_pickle=False),
-            similarity=sp.load_npz(folder / "similarity.npz").tocsr(),
+            item_ids=np.load(read("item_ids.npy"), allow_pickle=False),
+            popularity=np.load(read("popularity.npy"), allow_pickle=False),
+            similarity=sp.load_npz(read("similarity.npz")).tocsr(),
             trained_until=float(meta["trained_until"]),
             params=RecipeParams(**meta["params"]),
             metrics=meta.get("metrics", {}),
         )
+
+
+def _npy(array: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    np.save(out, array, allow_pickle=False)
+    return out.getvalue()
+
+
+def _npz(matrix: sp.csr_matrix) -> bytes:
+    out = io.BytesIO()
+    sp.save_npz(out, matrix)
+    return out.getvalue()

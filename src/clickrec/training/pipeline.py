@@ -17,6 +17,7 @@ from clickrec.backends.base import EventLog, Lake
 from clickrec.backends.sql_catalog import SQLCatalog
 from clickrec.config import Settings
 from clickrec.core.clock import Clock
+from clickrec.core.datakeys import DataKeys
 from clickrec.core.errors import NotEnoughData
 from clickrec.evaluation.split import TemporalSplit, last_event_split, temporal_split
 from clickrec.lake.reader import load_events
@@ -92,8 +93,10 @@ class Pipeline:
         catalog: SQLCatalog,
         models_root: Path,
         clock: Clock,
+        data_keys: DataKeys | None = None,
     ) -> None:
         self.settings = settings
+        self.data_keys = data_keys
         self.log_store = log_store
         self.lake = lake
         self.catalog = catalog
@@ -160,7 +163,7 @@ class Pipeline:
         publish = self._passes_gate(best_score, live)
         version = time.strftime("v%Y%m%d-%H%M%S", time.gmtime(self.clock.now())) + f"-{run_id[:6]}"
         folder = self.models_root / version
-        artifact.save(folder)
+        artifact.save(folder, self.data_keys)
         progress("publish" if publish else "keep live model")
         self.catalog.add_model_version(
             {
