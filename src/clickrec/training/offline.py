@@ -1,6 +1,6 @@
 """Offline evaluation of interaction files, through the code the engine serves with.
 
-Two protocols, both scoring readers with ``models.scoring.Scorer`` over an
+Three protocols, all scoring readers with ``models.scoring.Scorer`` over an
 ``models.online.OnlineState``, exactly as serving does:
 
 - ``temporal``: the training pipeline's own holdout (``training.evaluate.evaluate_recipe``):
@@ -9,6 +9,10 @@ Two protocols, both scoring readers with ``models.scoring.Scorer`` over an
 - ``session_next_click``: the session-based task (session-rec, YOOCHOOSE): replay test
   sessions click by click into the live state and ask, before every click after the
   first, for the reader's top 20; score the rank of the click that follows.
+- ``replay``: ``evaluation.replay`` over a global time cut: every later event is fed to
+  each model as it would arrive live; before sampled first touches of an item, the
+  reader's top 20 is asked. The recipes are compared with live trending and all-time
+  popularity baselines (``evaluation.baselines``) on the same stream.
 
 Pure: no printing; files are read, nothing is written.
 """
@@ -27,6 +31,9 @@ import pyarrow.parquet as pq
 
 from clickrec.config import ServingSettings
 from clickrec.core.errors import InvalidInput
+from clickrec.evaluation.baselines import LivePopularity
+from clickrec.evaluation.live import LiveModel, RecipeModel
+from clickrec.evaluation.replay import first_touches, run
 from clickrec.evaluation.split import temporal_split
 from clickrec.importing import InteractionColumns, read_table
 from clickrec.models.base import RecipeParams
@@ -40,6 +47,8 @@ FORMATS = ("csv", "movielens", "session")
 POPULARITY_ALL_TIME = "popularity (all-time)"
 ALL_TIME_HOURS = 1e9  # a half-life no data set comes near: decay is a no-op
 SESSION_K = 20
+BASELINE_TRENDING = "baseline: live trending"
+BASELINE_POPULARITY = "baseline: popularity"
 
 Progress = Callable[[str], None]
 
@@ -419,3 +428,62 @@ def session_next_click(
             **counts,
         }
     return results
+
+
+# -- replay of the live stream ----------------------------------------------------------
+
+
+def replay(
+    table: pa.Table,
+    candidates: Sequence[Candidate] | None = None,
+    holdout_fraction: float = 0.1,
+    max_events: int = 5000,
+    seed: int = 0,
+    exploration: Exploration | None = None,
+    trending_half_life_hours: float = _SERVING.trending_half_life_hours,
+    history_length: int = _SERVING.history_length,
+    progress: Progress = lambda step: None,
+) -> dict[str, dict[str, float]]:
+    """The replay protocol per candidate and baseline: ``hr@k`` and ``mrr@k`` (k = 5, 10,
+    20), ``sampled`` first touches, ``observed`` events, ``cold_share`` of sampled events
+    by readers with nothing before them, and the run's ``users``, ``items`` and ``events``.
+
+    The cut is the (1 - ``holdout_fraction``) quantile of event times. Each candidate is
+    served as ``RecipeModel`` (artifact + online state + scorer); the baselines are live
+    trending with the same half-life as the serving state, and all-time popularity.
+    """
+    cands = list(candidates) if candidates is not None else default_candidates()
+    exploration = exploration if exploration is not None else Exploration()
+    data = to_interactions(table)
+    if len(data) == 0:
+        raise InvalidInput("no interactions to evaluate")
+    if not 0.0 < holdout_fraction < 1.0:
+        raise InvalidInput(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
+    cut = float(np.quantile(data.timestamp, 1.0 - holdout_fraction))
+    try:
+        stream = first_touches(data, cut, max_events, seed)
+    except ValueError as exc:
+        raise InvalidInput(f"no replay possible: {exc}") from exc
+    models: list[LiveModel] = [
+        RecipeModel(
+            cand.name,
+            cand.recipe,
+            cand.params,
+            _trending_half_life(cand, trending_half_life_hours),
+            history_length,
+            exploration=exploration,
+        )
+        for cand in cands
+    ]
+    models += [
+        LivePopularity(BASELINE_TRENDING, trending_half_life_hours),
+        LivePopularity(BASELINE_POPULARITY),
+    ]
+    counts = {
+        "users": float(data.n_readers),
+        "items": float(data.n_items),
+        "events": float(len(data)),
+        "train_events": float(stream.train.sum()),
+    }
+    results = run(models, data, stream, progress=progress)
+    return {name: {**metrics, **counts} for name, metrics in results.items()}
