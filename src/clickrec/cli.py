@@ -30,7 +30,12 @@ import_app = typer.Typer(help="Import history from CSV or Parquet files.", no_ar
 demo_app = typer.Typer(
     help="Synthetic blog data for demos, tests and benchmarks.", no_args_is_help=True
 )
+batch_app = typer.Typer(
+    help="Batch jobs: recommendations for many readers, readers for many items.",
+    no_args_is_help=True,
+)
 app.add_typer(keys_app, name="keys")
+app.add_typer(batch_app, name="batch")
 app.add_typer(import_app, name="import")
 app.add_typer(demo_app, name="demo")
 
@@ -279,6 +284,30 @@ def keys_revoke(key_id: str, home: HomeOpt = None) -> None:
         engine.close()
 
 
+@keys_app.command("rotate-data-key")
+def keys_rotate_data_key(home: HomeOpt = None) -> None:
+    """Encrypt the lake and model artifacts under a new data key, then retire the old one.
+
+    Stop `clickrec serve` first. Safe to interrupt: run it again to finish.
+    """
+    from clickrec.rekey import rotate_data_key
+
+    settings = _settings(home)
+    try:
+        with _progress() as bar:
+            task = bar.add_task("re-encrypting lake parts and model files", total=None)
+            rotation = rotate_data_key(
+                settings, lambda done, total: bar.update(task, completed=done, total=total)
+            )
+    except ClickrecError as exc:
+        raise _fail(exc) from exc
+    out.print(f"data key {rotation.key_id} now encrypts {rotation.files} files")
+    if rotation.key_file is None:
+        out.print(f"remove the retired keys {', '.join(rotation.retired)} from CLICKREC_DATA_KEY")
+    else:
+        out.print(f"retired {', '.join(rotation.retired)}; back up {rotation.key_file} now")
+
+
 @import_app.command("interactions")
 def import_interactions(
     file: Path,
@@ -371,6 +400,54 @@ def train(home: HomeOpt = None) -> None:
     out.print(table)
 
 
+def _jsonl_lines(path: Path) -> list[bytes]:
+    if not path.is_file():
+        err.print(f"[red]error:[/red] no such file: {path}")
+        raise typer.Exit(2)
+    return [line for line in path.read_bytes().splitlines() if line.strip()]
+
+
+def _run_batch(home: Path | None, kind: str, source: Path, target: Path) -> None:
+    from clickrec.batch import item_affinity, recommend_many, write_jsonl
+
+    lines = _jsonl_lines(source)
+    engine = _engine(home, serving=True)
+    try:
+        with _progress() as bar:
+            task = bar.add_task(kind, total=len(lines))
+            run = recommend_many if kind == "recommendations" else item_affinity
+            rec = engine.recommender
+            written, errors = write_jsonl(target, run(rec, lines, lambda n: bar.advance(task, n)))
+    finally:
+        engine.close()
+    out.print(f"{written} lines written to {target} ({errors} with an error)")
+    if errors:
+        raise typer.Exit(1)
+
+
+@batch_app.command("recommend")
+def batch_recommend(
+    input_file: Annotated[
+        Path, typer.Option("--input", help='JSON lines: {"user_id"|"session_id", ...}')
+    ],
+    output: Annotated[Path, typer.Option("--output", help="JSON lines, one per input line")],
+    home: HomeOpt = None,
+) -> None:
+    """Recommendations for every reader of a file (newsletters, e-mails), from the live
+    model and the readers' latest clicks; a bad line gets its error in the output."""
+    _run_batch(home, "recommendations", input_file, output)
+
+
+@batch_app.command("segments")
+def batch_segments(
+    items: Annotated[Path, typer.Option("--items", help='JSON lines: {"item_id", ...}')],
+    output: Annotated[Path, typer.Option("--output", help="JSON lines, one per item")],
+    home: HomeOpt = None,
+) -> None:
+    """For each item, the readers most likely to read it next (item affinity)."""
+    _run_batch(home, "segments", items, output)
+
+
 TEMPORAL_COLUMNS = (
     "ndcg@10",
     "precision@10",
@@ -381,6 +458,8 @@ TEMPORAL_COLUMNS = (
     "popular_share@20",
 )
 SESSION_COLUMNS = ("mrr@20", "hr@20")
+REPLAY_COLUMNS = ("hr@5", "hr@10", "hr@20", "mrr@10", "mrr@20")
+PROTOCOLS = ("temporal", "session", "replay")
 
 
 @app.command()
@@ -394,13 +473,16 @@ def evaluate(
     ] = None,
     protocol: Annotated[
         str | None,
-        typer.Option(help="temporal or session (default: session for --format session)."),
+        typer.Option(help="temporal, session or replay (default: session for --format session)."),
     ] = None,
     holdout: Annotated[
-        float, typer.Option(help="Share held out: of time (temporal) or of sessions.")
+        float, typer.Option(help="Share held out: of time (temporal, replay) or of sessions.")
     ] = 0.1,
     max_readers: Annotated[int, typer.Option(help="Test readers sampled (temporal).")] = 2000,
     max_sessions: Annotated[int, typer.Option(help="Test sessions sampled (session).")] = 5000,
+    max_events: Annotated[
+        int, typer.Option(help="First touches after the cut sampled (replay).")
+    ] = 5000,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write all metrics here.")] = None,
     user_col: str = "user_id",
     session_col: str = "session_id",
@@ -414,15 +496,15 @@ def evaluate(
     """Score the recipes on an interaction file offline, through the serving scorer."""
     from clickrec.core.errors import InvalidInput
     from clickrec.importing import InteractionColumns
-    from clickrec.training.offline import load_dataset, session_next_click, temporal
+    from clickrec.training.offline import load_dataset, replay, session_next_click, temporal
 
     cols = InteractionColumns(
         user_col, session_col, item_col, type_col, time_col, value_col, id_col, default_type
     )
     chosen = protocol or ("session" if fmt == "session" else "temporal")
     try:
-        if chosen not in ("temporal", "session"):
-            raise InvalidInput(f"unknown protocol {chosen!r}: use temporal or session")
+        if chosen not in PROTOCOLS:
+            raise InvalidInput(f"unknown protocol {chosen!r}: use {', '.join(PROTOCOLS)}")
         if test_file is not None and chosen != "session":
             raise InvalidInput("--test-file needs --protocol session")
         with err.status(f"loading {file.name}…") as status:
@@ -436,6 +518,10 @@ def evaluate(
                 results = temporal(
                     table, holdout_fraction=holdout, max_readers=max_readers, progress=step
                 )
+            elif chosen == "replay":
+                results = replay(
+                    table, holdout_fraction=holdout, max_events=max_events, progress=step
+                )
             else:
                 results = session_next_click(
                     table,
@@ -448,7 +534,7 @@ def evaluate(
         raise _fail(exc) from exc
     first = next(iter(results.values()))
     counts: dict[str, int] = {k: int(first[k]) for k in ("users", "items", "events") if k in first}
-    shown = TEMPORAL_COLUMNS if chosen == "temporal" else SESSION_COLUMNS
+    shown = {"temporal": TEMPORAL_COLUMNS, "replay": REPLAY_COLUMNS}.get(chosen, SESSION_COLUMNS)
     table_out = Table(title=f"{file.name} ({chosen})")
     table_out.add_column("candidate", no_wrap=True)
     for name in shown:
@@ -458,13 +544,20 @@ def evaluate(
     # Piped (or captured) output is not folded to 80 columns: the table stays one per line.
     wide = out if out.is_terminal else Console(width=max(out.width, 160))
     wide.print(table_out)
-    extra = (
-        f"{int(first['test_readers'])} test readers"
-        if chosen == "temporal"
-        else f"{int(first['predictions'])} predictions in {int(first['test_sessions'])} test "
-        f"sessions; {first['repeat_share']:.1%} of next clicks repeat an item of the session "
-        "(never recommended, counted as misses)"
-    )
+    if chosen == "temporal":
+        extra = f"{int(first['test_readers'])} test readers"
+    elif chosen == "replay":
+        extra = (
+            f"{int(first['sampled'])} first touches of an item asked after the cut "
+            f"({first['cold_share']:.1%} by readers with nothing before them); "
+            f"{int(first['observed'])} events replayed to every model"
+        )
+    else:
+        extra = (
+            f"{int(first['predictions'])} predictions in {int(first['test_sessions'])} test "
+            f"sessions; {first['repeat_share']:.1%} of next clicks repeat an item of the session "
+            "(never recommended, counted as misses)"
+        )
     out.print(", ".join(f"{v} {k}" for k, v in counts.items()) + f"; {extra}")
     if json_out is not None:
         report: dict[str, Any] = {

@@ -11,7 +11,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from clickrec.backends.registry import open_catalog, open_event_log, open_lake
+from clickrec.backends.registry import open_catalog, open_data_keys, open_event_log, open_lake
+from clickrec.batch import JobRunner
 from clickrec.config import Settings
 from clickrec.core.clock import Clock, SystemClock
 from clickrec.ingestion.archive import ArchiveConsumer
@@ -35,12 +36,19 @@ class Engine:
         settings.home.mkdir(parents=True, exist_ok=True)
         self.log = open_event_log(settings)
         self.catalog = open_catalog(settings)
-        self.lake = open_lake(settings)
+        self.data_keys = open_data_keys(settings)
+        self.lake = open_lake(settings, self.data_keys)
         self.models_root: Path = settings.store_path(settings.stores.models)
         self.models_root.mkdir(parents=True, exist_ok=True)
-        self.keys = KeyRing(self.catalog)
+        self.keys = KeyRing(self.catalog, self.data_keys)
         self.pipeline = Pipeline(
-            settings, self.log, self.lake, self.catalog, self.models_root, self.clock
+            settings,
+            self.log,
+            self.lake,
+            self.catalog,
+            self.models_root,
+            self.clock,
+            self.data_keys,
         )
         self.trainer = Trainer(self.pipeline, self.catalog, self.log, settings.training, self.clock)
         self.archive = ArchiveConsumer(self.log, self.lake)
@@ -53,9 +61,13 @@ class Engine:
                 OnlineState(s.trending_half_life_hours, s.history_length, s.seen_length),
                 Exploration(s.exploration_weight, s.exploration_item_age_cutoff_days),
                 s.replay_events,
+                self.data_keys,
             )
         if self.recommender is not None:
             self.log.before_commit = self.recommender.claim
+        self.jobs = (
+            JobRunner(self.recommender, settings.home / "batch") if self.recommender else None
+        )
         self.ingestor = Ingestor(
             self.log, self.clock, self.recommender.apply_appended if self.recommender else None
         )

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from clickrec import __version__
 from clickrec.api import errors
 from clickrec.api.guard import Guard
+from clickrec.api.limits import Rate, RateLimiter
 from clickrec.api.raw import RawRoute, RawRoutes
 from clickrec.api.routes import ingest_events, router
 from clickrec.engine import Engine
@@ -31,7 +32,27 @@ def create_app(engine: Engine) -> FastAPI:
             )
         ],
     )
+    limits = engine.settings.limits
+    burst = limits.burst_seconds
+    limiter = RateLimiter(
+        Rate(limits.per_address_rps, limits.per_address_rps * burst),
+        {
+            scope: Rate(rps, rps * burst)
+            for scope, rps in (
+                ("ingest", limits.ingest_rps),
+                ("read", limits.read_rps),
+                ("admin", limits.admin_rps),
+            )
+        },
+    )
     app.add_middleware(
-        Guard, max_body=engine.settings.server.max_body_bytes, metrics=metrics, raw=raw
+        Guard,
+        max_body=engine.settings.server.max_body_bytes,
+        metrics=metrics,
+        raw=raw,
+        limiter=limiter,
+        keys=engine.keys,
+        max_header_bytes=limits.max_header_bytes,
+        body_timeout=limits.body_timeout_seconds,
     )
     return app

@@ -1,7 +1,9 @@
-"""Limits applied before any handler runs: body size, security headers (the WAF's job)."""
+"""Limits applied before any handler runs (the WAF's job): header and body sizes, slow
+bodies, rate limits per address and per key; and security headers on every response."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -10,7 +12,10 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from clickrec.api.limits import RateLimiter, retry_after
 from clickrec.api.raw import RawRoutes
+from clickrec.core.errors import ClickrecError
+from clickrec.keys import KeyRing
 from clickrec.observability.metrics import Metrics
 
 SECURITY_HEADERS = [
@@ -41,7 +46,9 @@ def _log_request(scope: Scope, route: str, status: int, elapsed: float, request_
 
 
 class Guard:
-    """Refuse bodies over ``max_body`` bytes with 413 and add security headers."""
+    """431 for oversized headers, 429 (with Retry-After) over a rate limit, 413 for bodies
+    over ``max_body`` bytes, 408 for bodies that do not arrive in time; security headers
+    and the request id on every response; one access log line and metric per request."""
 
     def __init__(
         self,
@@ -49,11 +56,19 @@ class Guard:
         max_body: int,
         metrics: Metrics | None = None,
         raw: RawRoutes | None = None,
+        limiter: RateLimiter | None = None,
+        keys: KeyRing | None = None,
+        max_header_bytes: int = 16_384,
+        body_timeout: float = 10.0,
     ) -> None:
         self.app = app
         self.max_body = max_body
         self.metrics = metrics
         self.raw = raw
+        self.limiter = limiter
+        self.keys = keys
+        self.max_header_bytes = max_header_bytes
+        self.body_timeout = body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -85,20 +100,43 @@ class Guard:
             _log_request(scope, route, status, elapsed, request_id)
 
     async def _guarded(self, scope: Scope, receive: Receive, send_with_headers: Any) -> None:
-
-        length = dict(scope.get("headers", [])).get(b"content-length")
+        headers = scope.get("headers", [])
+        size = sum(len(k) + len(v) for k, v in headers)
+        if size > self.max_header_bytes:
+            big = f"request headers are larger than {self.max_header_bytes} bytes"
+            await self._refuse(send_with_headers, 431, big)
+            return
+        if self.limiter is not None:
+            wait = self._rate_wait(scope, headers)
+            if wait:
+                await self._refuse(
+                    send_with_headers,
+                    429,
+                    "rate limit exceeded: slow down and retry after the Retry-After seconds",
+                    [(b"retry-after", retry_after(wait).encode())],
+                )
+                return
+        length = dict(headers).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body):
-            await self._refuse(send_with_headers, 413 if length.isdigit() else 400)
+            if length.isdigit():
+                await self._refuse(send_with_headers, 413, self._too_large)
+            else:
+                await self._refuse(send_with_headers, 400, "bad content-length header")
             return
         body = bytearray()
         more = scope["method"] in ("POST", "PUT", "PATCH")
         while more:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.body_timeout)
+            except TimeoutError:
+                late = f"request body not received within {self.body_timeout:g} seconds"
+                await self._refuse(send_with_headers, 408, late)
+                return
             if message["type"] == "http.disconnect":
                 return
             body.extend(message.get("body", b""))
             if len(body) > self.max_body:
-                await self._refuse(send_with_headers, 413)
+                await self._refuse(send_with_headers, 413, self._too_large)
                 return
             more = message.get("more_body", False)
         route = self.raw.match(scope) if self.raw is not None else None
@@ -117,12 +155,35 @@ class Guard:
 
         await self.app(scope, replay, send_with_headers)
 
-    async def _refuse(self, send: Any, status: int) -> None:
-        message = (
-            f"request body is larger than {self.max_body} bytes"
-            if status == 413
-            else "bad content-length header"
-        )
+    @property
+    def _too_large(self) -> str:
+        return f"request body is larger than {self.max_body} bytes"
+
+    def _rate_wait(self, scope: Scope, headers: list[tuple[bytes, bytes]]) -> float:
+        """Seconds this request must wait (0: go on). Keys are told apart only once
+        verified, so made-up keys share their address's bucket."""
+        assert self.limiter is not None
+        client = scope.get("client")
+        address = client[0] if client else None
+        key_id = key_scope = None
+        if self.keys is not None:
+            header = next((v for k, v in headers if k == b"authorization"), b"")
+            kind, _, token = header.decode("latin-1").partition(" ")
+            if kind.lower() == "bearer" and token.strip():
+                try:
+                    principal = self.keys.verify(token.strip())
+                    key_id, key_scope = principal.key_id, principal.scope
+                except ClickrecError:
+                    pass  # the handler answers 401
+        return self.limiter.check(address, key_id, key_scope)
+
+    async def _refuse(
+        self,
+        send: Any,
+        status: int,
+        message: str,
+        extra: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
         payload = orjson.dumps({"error": message})
         await send(
             {
@@ -131,6 +192,7 @@ class Guard:
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(payload)).encode()),
+                    *(extra or []),
                 ],
             }
         )

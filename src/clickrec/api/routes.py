@@ -13,6 +13,8 @@ from clickrec.api import deps, errors
 from clickrec.api.errors import JSON
 from clickrec.api.schemas import (
     Accepted,
+    BatchJobBody,
+    BatchJobView,
     FilterBody,
     FilterValues,
     FilterView,
@@ -23,7 +25,8 @@ from clickrec.api.schemas import (
     RecommendationList,
     RunState,
 )
-from clickrec.core.errors import FieldError, InvalidInput, NotFound
+from clickrec.batch import JobRunner
+from clickrec.core.errors import Conflict, FieldError, InvalidInput, NotFound, StoreUnavailable
 from clickrec.core.types import EventBatch, ItemBatch, UserBatch
 from clickrec.engine import Engine
 from clickrec.filters import parse as parse_filter
@@ -405,3 +408,36 @@ def models(engine: Eng, _: Admin) -> dict[str, Any]:
             for r in rows
         ],
     }
+
+
+# -- batch jobs ------------------------------------------------------------------------------
+def _jobs(engine: Engine) -> JobRunner:
+    if engine.jobs is None:
+        raise StoreUnavailable("this process does not serve recommendations")
+    return engine.jobs
+
+
+@router.post("/v1/batch-jobs", status_code=202, response_model=BatchJobView, tags=["batch"])
+def create_batch_job(body: BatchJobBody, engine: Eng, _: Read) -> dict[str, Any]:
+    """Recommendations for many readers (newsletters) or item affinity (segments), run in
+    the background; follow it with GET /v1/batch-jobs/{id}."""
+    return _jobs(engine).submit(body.kind, body.lines).view()
+
+
+@router.get("/v1/batch-jobs/{job_id}", response_model=BatchJobView, tags=["batch"])
+def get_batch_job(job_id: str, engine: Eng, _: Read) -> dict[str, Any]:
+    job = _jobs(engine).get(job_id)
+    if job is None:
+        raise NotFound(f"unknown batch job: {job_id}")
+    return job.view()
+
+
+@router.get("/v1/batch-jobs/{job_id}/output", tags=["batch"])
+def get_batch_output(job_id: str, engine: Eng, _: Read) -> Response:
+    """The job's answers as JSON lines, one per input line, in order (409 until done)."""
+    job = _jobs(engine).get(job_id)
+    if job is None:
+        raise NotFound(f"unknown batch job: {job_id}")
+    if job.state != "succeeded" or job.path is None:
+        raise Conflict(f"batch job {job_id} is {job.state}")
+    return Response(job.path.read_bytes(), media_type="application/x-ndjson")

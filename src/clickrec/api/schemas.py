@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from clickrec.core.types import Id
-
-FilterName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
-FilterValues = Annotated[
-    dict[
-        Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_]{1,64}$")],
-        Annotated[str, StringConstraints(max_length=2500)],
-    ],
-    Field(max_length=25),
-]
-
-
-ColumnName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_]{1,64}$")]
-MetadataColumns = Annotated[list[ColumnName], Field(max_length=20)]
+from clickrec.core.types import FilterName, FilterValues, Id, MetadataColumns
 
 
 class PromotionBody(BaseModel):
@@ -94,3 +81,26 @@ class RunState(BaseModel):
 class Health(BaseModel):
     status: str
     checks: dict[str, Any] = {}
+
+
+class BatchJobBody(BaseModel):
+    """A batch job: ``recommendations`` (lines like ``{"user_id", "num_results", "filter"}``)
+    or ``segments`` (lines like ``{"item_id", "num_results"}``); each line is checked when
+    the job runs and a bad one gets its error in the output."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["recommendations", "segments"]
+    lines: list[dict[str, Any]] = Field(min_length=1, max_length=10_000)
+
+
+class BatchJobView(BaseModel):
+    id: str
+    kind: str
+    state: str
+    total: int
+    done: int
+    errors: int
+    created_at: float
+    finished_at: float | None
+    error: str | None

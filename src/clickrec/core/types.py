@@ -67,6 +67,20 @@ Properties = Annotated[dict[str, Scalar], _bounded(50, 1024)]
 Attributes = Annotated[dict[str, Scalar], _bounded(50, 1024)]
 
 
+FilterName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
+FilterValues = Annotated[
+    dict[
+        Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_]{1,64}$")],
+        Annotated[str, StringConstraints(max_length=2500)],
+    ],
+    Field(max_length=25),
+]
+
+
+_ColumnName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_]{1,64}$")]
+MetadataColumns = Annotated[list[_ColumnName], Field(max_length=20)]
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 

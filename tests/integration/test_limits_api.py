@@ -1,0 +1,90 @@
+"""Limits before logic: a request over a limit never reaches a handler."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from clickrec.api.app import create_app
+from clickrec.config import load_settings
+from clickrec.engine import Engine
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_key_over_its_rate_gets_429_with_retry_after(tmp_path: Path) -> None:
+    env = {"CLICKREC_LIMITS__INGEST_RPS": "2", "CLICKREC_LIMITS__BURST_SECONDS": "1"}
+    engine = Engine(load_settings(tmp_path / "home", environ=env))
+    try:
+        ingest, _ = engine.keys.create("ingest", None, engine.clock.now())
+        read, _ = engine.keys.create("read", None, engine.clock.now())
+        with TestClient(create_app(engine)) as client:
+            h = {"Authorization": f"Bearer {ingest}"}
+            body = {"events": [{"session_id": "s", "item_id": "i"}]}
+            codes = [client.post("/v1/events", json=body, headers=h).status_code for _ in range(4)]
+            assert codes[:2] == [202, 202] and codes[2:] == [429, 429]
+            refused = client.post("/v1/events", json=body, headers=h)
+            assert refused.status_code == 429
+            assert int(refused.headers["retry-after"]) >= 1
+            assert "rate limit" in refused.json()["error"]
+            assert engine.log.last_seq() == 2  # the refused ones were never written
+            # Another key (another scope) has its own bucket.
+            other = client.get("/v1/trending", headers={"Authorization": f"Bearer {read}"})
+            assert other.status_code == 200
+    finally:
+        engine.close()
+
+
+def test_a_flood_from_one_address_is_cut_whatever_the_key(tmp_path: Path) -> None:
+    env = {"CLICKREC_LIMITS__PER_ADDRESS_RPS": "3", "CLICKREC_LIMITS__BURST_SECONDS": "1"}
+    engine = Engine(load_settings(tmp_path / "home", environ=env))
+    try:
+        with TestClient(create_app(engine)) as client:
+            codes = [
+                client.get(
+                    "/v1/trending", headers={"Authorization": f"Bearer ck_x{i}_y"}
+                ).status_code
+                for i in range(6)
+            ]
+            assert codes[:3] == [401, 401, 401] and set(codes[3:]) == {429}
+    finally:
+        engine.close()
+
+
+def test_oversized_headers_get_431(client: TestClient) -> None:
+    r = client.get("/healthz", headers={"x-padding": "a" * 20_000})
+    assert r.status_code == 431
+    assert "headers are larger" in r.json()["error"]
+
+
+def test_deeply_nested_json_is_a_4xx(client: TestClient, keys: dict) -> None:
+    deep = b'{"events": [' + b"[" * 100_000 + b"]" * 100_000 + b"]}"
+    r = client.post("/v1/events", content=deep, headers=keys["ingest"])
+    assert 400 <= r.status_code < 500
+
+
+def test_a_body_that_does_not_arrive_in_time_gets_408() -> None:
+    """A slow client (the slowloris attack) is cut off; the app is never called."""
+    import asyncio
+
+    from clickrec.api.guard import Guard
+
+    called = []
+
+    async def app(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        called.append(scope)
+
+    async def never() -> dict:
+        await asyncio.sleep(3600)
+        return {}
+
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/events", "headers": []}
+    asyncio.run(Guard(app, max_body=1000, body_timeout=0.05)(scope, never, send))
+    assert sent[0]["status"] == 408 and not called
