@@ -111,7 +111,7 @@ UP_GRID: list[Config] = [
     {},  # the pipeline's three candidates first, as shipped (serving trending half-life 6 h)
     {"trending_weight": 0.8},
     {"history_half_life": 20.0},
-    {"personal_weight": 0.3, "trending_weight": 1.0},  # trending-led, for fast-ageing news
+    {"blend": "product"},  # taste reorders what trends now (the pipeline's 4th candidate)
     {"half_life_hours": 8760.0, "trending_half_life_hours": 168.0},
     {
         "half_life_hours": 8760.0,
@@ -363,6 +363,7 @@ def config_text(config: Config) -> str:
         "history_half_life": "hist½",
         "history_length": "hist",
         "personal_weight": "pw",
+        "blend": "blend",
         "regularization": "reg",
         "learning_rate": "lr",
         "iterations": "it",
@@ -371,10 +372,12 @@ def config_text(config: Config) -> str:
     }
     if not config:
         return "defaults"
-    return ", ".join(
-        f"{short.get(k, k)} {'all-time' if v >= ALL_TIME_HOURS else f'{v:g}'}"
-        for k, v in config.items()
-    )
+    def text(v: Any) -> str:
+        if isinstance(v, str):
+            return v
+        return "all-time" if v >= ALL_TIME_HOURS else f"{v:g}"
+
+    return ", ".join(f"{short.get(k, k)} {text(v)}" for k, v in config.items())
 
 
 def metric_table(results: dict[str, Any], shown: tuple[str, ...]) -> list[str]:

@@ -290,3 +290,24 @@ def test_anchors_name_the_read_that_brought_each_item(artifact, state) -> None:
     )
     assert scorer.anchors(scores.history, np.array([stranger])).tolist() == [-1]
     assert scorer.anchors(np.zeros(0, dtype=np.int64), wanted).tolist() == [-1, -1]
+
+
+def test_within_trending_blend_reorders_what_is_trending_by_taste(blog_data, state) -> None:
+    """With blend="product" a reader who read a gets b above posts that trend as much but
+    were never read with a; a reader with no history gets the trending order itself."""
+    data, _ = blog_data
+    art = fit("user-personalization", data, RecipeParams(blend="product"))
+    scorer = Scorer(art, state, NO_EXPLORATION)
+    trending, _ = scorer.shared()
+
+    cold = scorer.for_reader("u:nobody").values
+    assert ids(state, top_n(cold, 10)) == ids(state, top_n(trending.copy(), 10))
+
+    read(state, "u:visitor", "post-a")
+    warm = scorer.for_reader("u:visitor").values
+    b, d = idx(state, "post-b"), idx(state, "post-d")
+    assert warm[b] / trending[b] > 1.5  # a's strongest neighbour: close to double
+    assert warm[d] / trending[d] == pytest.approx(1.0)  # never read with a: as trending
+    rank = {i: r for r, i in enumerate(np.argsort(-cold, kind="stable").tolist())}
+    rank_warm = {i: r for r, i in enumerate(np.argsort(-warm, kind="stable").tolist())}
+    assert rank_warm[b] < rank[b]

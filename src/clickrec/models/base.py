@@ -61,6 +61,9 @@ class RecipeParams:
     personal_weight: float = 1.0
     trending_weight: float = 0.3  # weight of trending for a reader with a long history
     history_half_life: float = 5.0  # in history positions: the 5th newest read counts half
+    # How taste and trending combine: "sum" adds them (taste can bring back old posts);
+    # "product" lets taste reorder what is trending now (readers who follow fresh news).
+    blend: str = "sum"
 
 
 @dataclass

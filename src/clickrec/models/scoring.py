@@ -147,12 +147,18 @@ class Scorer:
             parts: tuple[tuple[str, np.ndarray], ...] = (("trending", trending), ("bonus", bonus))
         else:
             p = self.artifact.params
-            personal = p.personal_weight * self.personal(history, n)
-            # Readers with short histories lean on trending; long ones on their own taste.
-            blend = p.trending_weight + (1.0 - p.trending_weight) * 3.0 / (3.0 + len(history))
-            values = personal + blend * trending + bonus
             recipe = self.artifact.recipe
-            parts = (("personal", personal), ("trending", blend * trending), ("bonus", bonus))
+            if p.blend == "product":
+                # Taste reorders what is trending now; a reader with no history gets trending.
+                personal = trending * (p.personal_weight * self.personal(history, n))
+                values = trending + personal + bonus
+                parts = (("personal", personal), ("trending", trending), ("bonus", bonus))
+            else:
+                personal = p.personal_weight * self.personal(history, n)
+                # Readers with short histories lean on trending; long ones on their own taste.
+                blend = p.trending_weight + (1.0 - p.trending_weight) * 3.0 / (3.0 + len(history))
+                values = personal + blend * trending + bonus
+                parts = (("personal", personal), ("trending", blend * trending), ("bonus", bonus))
         seen = self.state.seen(reader)
         values[seen[seen < n]] = -np.inf
         return Scores(values, recipe, parts, history)

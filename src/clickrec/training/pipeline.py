@@ -55,6 +55,11 @@ def candidates(base: RecipeParams) -> list[Candidate]:
             "user-personalization",
             replace(base, history_half_life=20.0),
         ),
+        Candidate(
+            "user-personalization/within-trending",
+            "user-personalization",
+            replace(base, blend="product"),
+        ),
     ]
 
 
