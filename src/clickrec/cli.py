@@ -246,16 +246,20 @@ def keys_create(
     name: Annotated[str | None, typer.Option(help="A name to recognise the key by.")] = None,
     home: HomeOpt = None,
 ) -> None:
-    """Make a new key and print it once; only its hash is stored."""
+    """Make a new key and its AWS credentials and print them once; the key is stored only
+    as a hash, the AWS secret sealed with the data keys (docs/personalize.md)."""
     engine = _engine(home)
     try:
-        key, principal = engine.keys.create(scope, name, engine.clock.now())
+        new = engine.keys.create_key(scope, name, engine.clock.now())
     except ClickrecError as exc:
         raise _fail(exc) from exc
     finally:
         engine.close()
+    principal = new.principal
     err.print(f"key {principal.key_id} ({principal.name}, scope {principal.scope}):")
-    print(key)
+    print(new.key)
+    print(f"aws_access_key_id = {new.aws_access_key_id}")  # for boto3: docs/personalize.md
+    print(f"aws_secret_access_key = {new.aws_secret_access_key}")
 
 
 @keys_app.command("list")

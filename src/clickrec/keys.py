@@ -1,20 +1,32 @@
-"""API keys: made once, stored as salted hashes, checked in constant time, cached briefly."""
+"""API keys: made once, stored as salted hashes, checked in constant time, cached briefly.
+
+Each key also has AWS-style credentials for the Personalize-compatible API (``api/aws.py``):
+the access key id is ``CK`` and the key id upper-cased, and the secret access key is kept
+sealed with the data keys, since SigV4 needs the server to recompute the signature.
+"""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import logging
 import secrets
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from clickrec.backends.sql_catalog import SQLCatalog
+from clickrec.core.datakeys import DataKeyError, DataKeys, unseal_if_sealed
 from clickrec.core.errors import Forbidden, InvalidInput, Unauthorized
 
 SCOPES = ("ingest", "read", "admin")
 _PREFIX = "ck"
 _CACHE_SECONDS = 2.0  # a revoked key stops working within this long on every server
+_ACCESS_KEY_PREFIX = "CK"
+_SEALED, _PLAIN = "sealed:", "plain:"
+
+log = logging.getLogger("clickrec.keys")
 
 
 @dataclass(frozen=True)
@@ -28,23 +40,54 @@ class Principal:
             raise Forbidden(f"this key has scope {self.scope!r}; this call needs {scope!r}")
 
 
+@dataclass(frozen=True)
+class NewKey:
+    """A key as made: every secret here is shown once and never again."""
+
+    key: str
+    principal: Principal
+    aws_access_key_id: str
+    aws_secret_access_key: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class SigV4Credentials:
+    """What the server needs to check a SigV4 signature: ``secret`` is None for a key made
+    before SigV4 support (or one whose sealed secret the data keys at hand cannot open)."""
+
+    principal: Principal
+    secret: str | None = field(repr=False)
+
+
 def _hash(salt: str, secret: str) -> str:
     return hashlib.sha256(f"{salt}:{secret}".encode()).hexdigest()
 
 
+def access_key_id(key_id: str) -> str:
+    return f"{_ACCESS_KEY_PREFIX}{key_id.upper()}"
+
+
 class KeyRing:
-    def __init__(self, catalog: SQLCatalog) -> None:
+    def __init__(self, catalog: SQLCatalog, data_keys: DataKeys | None = None) -> None:
         self.catalog = catalog
+        self.data_keys = data_keys
         self._cache: dict[str, tuple[float, Principal]] = {}
+        self._sigv4_cache: dict[str, tuple[float, SigV4Credentials]] = {}
         self._lock = threading.Lock()
 
     def create(self, scope: str, name: str | None, now: float) -> tuple[str, Principal]:
         """A new key; the full key string is returned once and never stored."""
+        new = self.create_key(scope, name, now)
+        return new.key, new.principal
+
+    def create_key(self, scope: str, name: str | None, now: float) -> NewKey:
+        """A new key with its AWS credentials; the secrets are returned once."""
         if scope not in SCOPES:
             raise InvalidInput(f"scope must be one of {', '.join(SCOPES)}")
         key_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(24)
         salt = secrets.token_hex(16)
+        aws_secret = secrets.token_urlsafe(30)  # 40 characters, like AWS's
         principal = Principal(key_id, name or f"{scope}-{key_id}", scope)
         self.catalog.add_key(
             {
@@ -54,9 +97,55 @@ class KeyRing:
                 "salt": salt,
                 "secret_hash": _hash(salt, secret),
                 "created_at": now,
+                "sigv4_secret": self._seal(aws_secret),
             }
         )
-        return f"{_PREFIX}_{key_id}_{secret}", principal
+        return NewKey(f"{_PREFIX}_{key_id}_{secret}", principal, access_key_id(key_id), aws_secret)
+
+    def _seal(self, secret: str) -> str:
+        keys = self.data_keys
+        if keys is None or not keys.encrypt:
+            return _PLAIN + secret
+        return _SEALED + base64.b64encode(keys.seal(secret.encode())).decode()
+
+    def _unseal(self, stored: str, key_id: str) -> str | None:
+        if stored.startswith(_PLAIN):
+            return stored[len(_PLAIN) :]
+        try:
+            blob = base64.b64decode(stored.removeprefix(_SEALED), validate=True)
+            name = f"the SigV4 secret of key {key_id}"
+            return unseal_if_sealed(blob, self.data_keys, name).decode()
+        except (DataKeyError, ValueError) as exc:
+            log.warning("key %s cannot be used with SigV4: %s", key_id, exc)
+            return None
+
+    def sigv4_credentials(self, presented_access_key_id: str) -> SigV4Credentials | None:
+        """The principal and SigV4 secret of an access key id; None if no such active key."""
+        now = time.monotonic()
+        with self._lock:
+            hit = self._sigv4_cache.get(presented_access_key_id)
+        if hit and hit[0] > now:
+            return hit[1]
+        head, key_id = presented_access_key_id[:2], presented_access_key_id[2:].lower()
+        if (
+            head != _ACCESS_KEY_PREFIX
+            or not key_id
+            or access_key_id(key_id) != (presented_access_key_id)
+        ):
+            return None
+        record = self.catalog.get_key(key_id)
+        if record is None or record["revoked_at"] is not None:
+            return None
+        stored = record.get("sigv4_secret")
+        credentials = SigV4Credentials(
+            Principal(record["key_id"], record["name"], record["scope"]),
+            self._unseal(stored, key_id) if stored else None,
+        )
+        with self._lock:
+            if len(self._sigv4_cache) > 10_000:
+                self._sigv4_cache.clear()
+            self._sigv4_cache[presented_access_key_id] = (now + _CACHE_SECONDS, credentials)
+        return credentials
 
     def verify(self, presented: str) -> Principal:
         """The key's principal, or Unauthorized (the message never echoes the key)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from clickrec import __version__
-from clickrec.api import errors
+from clickrec.api import aws, errors
 from clickrec.api.guard import Guard
 from clickrec.api.limits import Rate, RateLimiter
 from clickrec.api.raw import RawRoute, RawRoutes
@@ -23,6 +23,7 @@ def create_app(engine: Engine) -> FastAPI:
     app.state.metrics = create_metrics()
     errors.install(app)
     app.include_router(router)
+    app.include_router(aws.router)  # Amazon Personalize's API, for boto3 (docs/personalize.md)
     metrics = app.state.metrics
     raw = RawRoutes(
         engine.keys,

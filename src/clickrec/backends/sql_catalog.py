@@ -60,6 +60,9 @@ api_keys = sa.Table(
     sa.Column("secret_hash", sa.String(128), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("revoked_at", sa.Float),
+    # The AWS SigV4 secret, sealed with the data keys (``plain:`` when encryption is off);
+    # NULL for keys made before SigV4 support.
+    sa.Column("sigv4_secret", sa.Text),
 )
 
 model_versions = sa.Table(
@@ -127,6 +130,7 @@ class SQLCatalog:
         if url.startswith("sqlite"):
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         metadata.create_all(self.engine)
+        _add_missing_columns(self.engine)
         try:
             with self.engine.begin() as conn:
                 if conn.execute(counters.select().where(counters.c.name == "items")).first():
@@ -359,6 +363,24 @@ class SQLCatalog:
             query = query.where(training_runs.c.state.in_(list(states)))
         with self.engine.connect() as conn:
             return [_row(r) for r in conn.execute(query)]
+
+
+_ADDED_COLUMNS = [("api_keys", "sigv4_secret", "TEXT")]
+"""Columns added after their table was first released, for catalogs made before them."""
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """``ALTER TABLE … ADD COLUMN`` for each added column a catalog lacks (idempotent; two
+    processes opening an old catalog at once may race, and the loser finds it done)."""
+    for table, column, kind in _ADDED_COLUMNS:
+        if column in {c["name"] for c in sa.inspect(engine).get_columns(table)}:
+            continue
+        try:
+            with engine.begin() as conn:
+                conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {column} {kind}"))
+        except sa.exc.DBAPIError:
+            if column not in {c["name"] for c in sa.inspect(engine).get_columns(table)}:
+                raise
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
