@@ -119,6 +119,22 @@ class KeyRing:
             log.warning("key %s cannot be used with SigV4: %s", key_id, exc)
             return None
 
+    def reseal_secrets(self) -> int:
+        """Seal every key's SigV4 secret again with the active data key (key rotation);
+        returns how many were resealed."""
+        done = 0
+        for record in self.catalog.list_keys():
+            stored = record.get("sigv4_secret")
+            if not stored or stored.startswith(_PLAIN):
+                continue
+            secret = self._unseal(stored, record["key_id"])
+            if secret is not None:
+                self.catalog.set_sigv4_secret(record["key_id"], self._seal(secret))
+                done += 1
+        with self._lock:
+            self._sigv4_cache.clear()
+        return done
+
     def sigv4_credentials(self, presented_access_key_id: str) -> SigV4Credentials | None:
         """The principal and SigV4 secret of an access key id; None if no such active key."""
         now = time.monotonic()

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from clickrec.backends.registry import data_key_file, open_data_keys, open_lake
+from clickrec.backends.registry import data_key_file, open_catalog, open_data_keys, open_lake
 from clickrec.config import Settings
 from clickrec.core.datakeys import (
     DataKey,
@@ -25,6 +25,7 @@ from clickrec.core.datakeys import (
     write_key_file,
 )
 from clickrec.core.errors import Conflict
+from clickrec.keys import KeyRing
 
 Progress = Callable[[int, int], None]
 """Called with (files done, files in all) as the rotation goes."""
@@ -74,6 +75,12 @@ def rotate_data_key(
             else:
                 _reseal(file, keys)
             progress(done, len(files))
+        # The SigV4 secrets of API keys are sealed too (boto3 clients sign with them).
+        catalog = open_catalog(settings)
+        try:
+            KeyRing(catalog, keys).reseal_secrets()
+        finally:
+            catalog.close()
         retired = [key_id for key_id in keys.key_ids if key_id != keys.active.key_id]
         if path is not None:
             write_key_file(path, [keys.active])

@@ -307,3 +307,19 @@ def test_cli_init_makes_a_key_and_rotate_uses_it(tmp_path: Path) -> None:
     [after] = read_key_file(key_file)
     assert after.key_id != before.key_id
     assert f"retired {before.key_id}" in result.output
+
+
+def test_sigv4_secrets_survive_a_rotation(settings: Settings) -> None:
+    """API keys' SigV4 secrets are sealed with the data key: a rotation reseals them, so
+    boto3 clients keep working after the old data key is retired."""
+    from clickrec.backends.registry import open_catalog
+    from clickrec.keys import KeyRing
+
+    catalog = open_catalog(settings)
+    try:
+        made = KeyRing(catalog, open_data_keys(settings)).create_key("read", None, 1.0)
+        rotate_data_key(settings)
+        after = KeyRing(catalog, open_data_keys(settings)).sigv4_credentials(made.aws_access_key_id)
+    finally:
+        catalog.close()
+    assert after is not None and after.secret == made.aws_secret_access_key

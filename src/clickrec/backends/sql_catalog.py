@@ -279,6 +279,12 @@ class SQLCatalog:
                 _row(r) for r in conn.execute(api_keys.select().order_by(api_keys.c.created_at))
             ]
 
+    def set_sigv4_secret(self, key_id: str, stored: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                api_keys.update().where(api_keys.c.key_id == key_id).values(sigv4_secret=stored)
+            )
+
     def revoke_key(self, key_id: str, now: float) -> bool:
         with self.engine.begin() as conn:
             result = conn.execute(
