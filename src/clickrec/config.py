@@ -44,7 +44,7 @@ class LimitSettings(Section):
     """Every request from one client address (floods, stolen or made-up keys)."""
     ingest_rps: float = Field(default=1000.0, gt=0)
     read_rps: float = Field(default=1000.0, gt=0)
-    admin_rps: float = Field(default=100.0, gt=0)
+    admin_rps: float = Field(default=1000.0, gt=0)
     burst_seconds: float = Field(default=2.0, gt=0)
     """A bucket holds this many seconds' worth of requests (the burst)."""
     max_header_bytes: int = Field(default=16_384, ge=1024)
