@@ -242,15 +242,22 @@ class WorkerProcess:
 
 @keys_app.command("create")
 def keys_create(
-    scope: Annotated[str, typer.Option(help="ingest, read or admin.")],
+    scope: Annotated[str, typer.Option(help="ingest, read, admin or tracker.")],
     name: Annotated[str | None, typer.Option(help="A name to recognise the key by.")] = None,
+    origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="For a tracker key (events only, from a browser): an origin of the pages "
+            "that embed it, like https://www.example.com; repeat for several."
+        ),
+    ] = None,
     home: HomeOpt = None,
 ) -> None:
     """Make a new key and its AWS credentials and print them once; the key is stored only
     as a hash, the AWS secret sealed with the data keys (docs/personalize.md)."""
     engine = _engine(home)
     try:
-        new = engine.keys.create_key(scope, name, engine.clock.now())
+        new = engine.keys.create_key(scope, name, engine.clock.now(), origin or [])
     except ClickrecError as exc:
         raise _fail(exc) from exc
     finally:
@@ -267,9 +274,10 @@ def keys_list(home: HomeOpt = None) -> None:
     """List keys (never their secrets)."""
     engine = _engine(home)
     try:
-        table = Table("id", "name", "scope", "revoked")
+        table = Table("id", "name", "scope", "origins", "revoked")
         for k in engine.catalog.list_keys():
-            table.add_row(k["key_id"], k["name"], k["scope"], "yes" if k["revoked_at"] else "")
+            revoked = "yes" if k["revoked_at"] else ""
+            table.add_row(k["key_id"], k["name"], k["scope"], k.get("origins") or "", revoked)
         out.print(table)
     finally:
         engine.close()

@@ -34,6 +34,8 @@ class ServerSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     max_body_bytes: int = 1_048_576
+    cors_origins: list[str] = []
+    """Origins allowed to call POST /v1/events from a browser besides tracker keys' own."""
     log_level: str = "info"
 
 
@@ -45,6 +47,10 @@ class LimitSettings(Section):
     ingest_rps: float = Field(default=1000.0, gt=0)
     read_rps: float = Field(default=1000.0, gt=0)
     admin_rps: float = Field(default=1000.0, gt=0)
+    tracker_rps: float = Field(default=2000.0, gt=0)
+    """A tracker key serves a whole site's browsers: its own, higher rate per key…"""
+    tracker_per_address_rps: float = Field(default=20.0, gt=0)
+    """…and a low one per browser address, so one page cannot flood the engine."""
     burst_seconds: float = Field(default=2.0, gt=0)
     """A bucket holds this many seconds' worth of requests (the burst)."""
     max_header_bytes: int = Field(default=16_384, ge=1024)

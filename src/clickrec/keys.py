@@ -14,13 +14,25 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
 
 from clickrec.backends.sql_catalog import SQLCatalog
 from clickrec.core.datakeys import DataKeyError, DataKeys, unseal_if_sealed
 from clickrec.core.errors import Forbidden, InvalidInput, Unauthorized
 
-SCOPES = ("ingest", "read", "admin")
+SCOPES = ("ingest", "read", "admin", "tracker")
+# What each scope may do. A tracker key is made to be embedded in a site's pages: it may
+# only send events, only from its own origins (checked by the events route).
+_GRANTS = {
+    "admin": {"admin", "ingest", "read", "events"},
+    "ingest": {"ingest", "events"},
+    "read": {"read"},
+    "tracker": {"events"},
+}
+MAX_ORIGINS = 20
 _PREFIX = "ck"
 _CACHE_SECONDS = 2.0  # a revoked key stops working within this long on every server
 _ACCESS_KEY_PREFIX = "CK"
@@ -34,10 +46,16 @@ class Principal:
     key_id: str
     name: str
     scope: str
+    origins: tuple[str, ...] = ()  # a tracker key's allowed browser origins
 
     def require(self, scope: str) -> None:
-        if self.scope != "admin" and self.scope != scope:
+        if scope not in _GRANTS.get(self.scope, set()):
             raise Forbidden(f"this key has scope {self.scope!r}; this call needs {scope!r}")
+
+    def require_origin(self, origin: str | None) -> None:
+        """A tracker key works only from a page of one of its origins."""
+        if self.scope == "tracker" and origin not in self.origins:
+            raise Forbidden("this tracker key may not be used from this origin")
 
 
 @dataclass(frozen=True)
@@ -74,21 +92,34 @@ class KeyRing:
         self._cache: dict[str, tuple[float, Principal]] = {}
         self._sigv4_cache: dict[str, tuple[float, SigV4Credentials]] = {}
         self._lock = threading.Lock()
+        self._origins: tuple[float, frozenset[str]] | None = None
 
-    def create(self, scope: str, name: str | None, now: float) -> tuple[str, Principal]:
+    def create(
+        self, scope: str, name: str | None, now: float, origins: Sequence[str] = ()
+    ) -> tuple[str, Principal]:
         """A new key; the full key string is returned once and never stored."""
-        new = self.create_key(scope, name, now)
+        new = self.create_key(scope, name, now, origins)
         return new.key, new.principal
 
-    def create_key(self, scope: str, name: str | None, now: float) -> NewKey:
-        """A new key with its AWS credentials; the secrets are returned once."""
+    def create_key(
+        self, scope: str, name: str | None, now: float, origins: Sequence[str] = ()
+    ) -> NewKey:
+        """A new key with its AWS credentials; the secrets are returned once. A tracker
+        key needs the origins (``https://www.example.com``) of the pages that embed it."""
         if scope not in SCOPES:
             raise InvalidInput(f"scope must be one of {', '.join(SCOPES)}")
+        allowed = tuple(dict.fromkeys(check_origin(o) for o in origins))
+        if scope == "tracker" and not allowed:
+            raise InvalidInput("a tracker key needs at least one origin (--origin https://…)")
+        if scope != "tracker" and allowed:
+            raise InvalidInput("only tracker keys are bound to origins")
+        if len(allowed) > MAX_ORIGINS:
+            raise InvalidInput(f"at most {MAX_ORIGINS} origins per key")
         key_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(24)
         salt = secrets.token_hex(16)
         aws_secret = secrets.token_urlsafe(30)  # 40 characters, like AWS's
-        principal = Principal(key_id, name or f"{scope}-{key_id}", scope)
+        principal = Principal(key_id, name or f"{scope}-{key_id}", scope, allowed)
         self.catalog.add_key(
             {
                 "key_id": key_id,
@@ -98,6 +129,7 @@ class KeyRing:
                 "secret_hash": _hash(salt, secret),
                 "created_at": now,
                 "sigv4_secret": self._seal(aws_secret),
+                "origins": " ".join(allowed) or None,
             }
         )
         return NewKey(f"{_PREFIX}_{key_id}_{secret}", principal, access_key_id(key_id), aws_secret)
@@ -118,6 +150,22 @@ class KeyRing:
         except (DataKeyError, ValueError) as exc:
             log.warning("key %s cannot be used with SigV4: %s", key_id, exc)
             return None
+
+    def tracker_origins(self) -> frozenset[str]:
+        """Origins of every live tracker key (for CORS preflights, which carry no key)."""
+        now = time.monotonic()
+        with self._lock:
+            if self._origins is not None and self._origins[0] > now:
+                return self._origins[1]
+        origins = frozenset(
+            origin
+            for record in self.catalog.list_keys()
+            if record["scope"] == "tracker" and record["revoked_at"] is None
+            for origin in (record.get("origins") or "").split()
+        )
+        with self._lock:
+            self._origins = (now + _CACHE_SECONDS, origins)
+        return origins
 
     def reseal_secrets(self) -> int:
         """Seal every key's SigV4 secret again with the active data key (key rotation);
@@ -154,7 +202,7 @@ class KeyRing:
             return None
         stored = record.get("sigv4_secret")
         credentials = SigV4Credentials(
-            Principal(record["key_id"], record["name"], record["scope"]),
+            _principal(record),
             self._unseal(stored, key_id) if stored else None,
         )
         with self._lock:
@@ -178,9 +226,30 @@ class KeyRing:
             raise Unauthorized("invalid API key")
         if not hmac.compare_digest(record["secret_hash"], _hash(record["salt"], parts[2])):
             raise Unauthorized("invalid API key")
-        principal = Principal(record["key_id"], record["name"], record["scope"])
+        principal = _principal(record)
         with self._lock:
             if len(self._cache) > 10_000:
                 self._cache.clear()
             self._cache[presented] = (now + _CACHE_SECONDS, principal)
         return principal
+
+
+def _principal(record: dict[str, Any]) -> Principal:
+    origins = tuple((record.get("origins") or "").split())
+    return Principal(record["key_id"], record["name"], record["scope"], origins)
+
+
+def check_origin(origin: str) -> str:
+    """A browser origin as browsers send it: scheme://host[:port], no path, lowercase."""
+    parsed = urlsplit(origin.strip())
+    if (
+        parsed.scheme not in ("http", "https")
+        or not parsed.hostname
+        or parsed.path not in ("", "/")
+        or parsed.query
+        or parsed.fragment
+        or parsed.username
+    ):
+        raise InvalidInput(f"not an origin (scheme://host[:port]): {origin!r}")
+    port = f":{parsed.port}" if parsed.port else ""
+    return f"{parsed.scheme}://{parsed.hostname.lower()}{port}"

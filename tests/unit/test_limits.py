@@ -31,7 +31,7 @@ def test_a_burst_then_the_rate() -> None:
 
 def test_the_address_limit_comes_first_then_the_key_scope() -> None:
     clock = Clock()
-    limiter = RateLimiter(Rate(100.0, 3.0), {"read": Rate(1.0, 1.0)}, TokenBuckets(clock))
+    limiter = RateLimiter(Rate(100.0, 3.0), {"read": Rate(1.0, 1.0)}, buckets=TokenBuckets(clock))
     assert limiter.check("10.0.0.1", "k1", "read") == 0.0
     assert limiter.check("10.0.0.2", "k1", "read") == 1.0  # the key's bucket is empty
     assert limiter.check("10.0.0.2", None, None) == 0.0  # unauthenticated: address only

@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from clickrec import __version__
 from clickrec.api import aws, errors
-from clickrec.api.guard import Guard
+from clickrec.api.guard import Cors, Guard
 from clickrec.api.limits import Rate, RateLimiter
 from clickrec.api.raw import RawRoute, RawRoutes
 from clickrec.api.routes import ingest_events, router
@@ -29,7 +29,7 @@ def create_app(engine: Engine) -> FastAPI:
         engine.keys,
         [
             RawRoute(
-                "POST", "/v1/events", "ingest", lambda body: ingest_events(engine, metrics, body)
+                "POST", "/v1/events", "events", lambda body: ingest_events(engine, metrics, body)
             )
         ],
     )
@@ -43,8 +43,10 @@ def create_app(engine: Engine) -> FastAPI:
                 ("ingest", limits.ingest_rps),
                 ("read", limits.read_rps),
                 ("admin", limits.admin_rps),
+                ("tracker", limits.tracker_rps),
             )
         },
+        {"tracker": Rate(limits.tracker_per_address_rps, limits.tracker_per_address_rps * burst)},
     )
     app.add_middleware(
         Guard,
@@ -55,5 +57,6 @@ def create_app(engine: Engine) -> FastAPI:
         keys=engine.keys,
         max_header_bytes=limits.max_header_bytes,
         body_timeout=limits.body_timeout_seconds,
+        cors=Cors(engine.keys, {"/v1/events"}, engine.settings.server.cors_origins),
     )
     return app

@@ -45,6 +45,45 @@ def _log_request(scope: Scope, route: str, status: int, elapsed: float, request_
     )
 
 
+class Cors:
+    """Browser access to the routes a page may call (POST /v1/events): from the origins of
+    live tracker keys and the configured ones. Preflights are answered here, never by a
+    handler; other routes get no CORS headers, so browsers refuse them."""
+
+    MAX_AGE = b"600"
+
+    def __init__(self, keys: KeyRing, paths: set[str], extra: list[str]) -> None:
+        self.keys = keys
+        self.paths = paths
+        self.extra = frozenset(o.rstrip("/").lower() for o in extra)
+
+    def origin(self, scope: Scope) -> str | None:
+        """The request's Origin when this path allows it from there, else None."""
+        if scope["path"] not in self.paths:
+            return None
+        raw = next((v for k, v in scope.get("headers", []) if k == b"origin"), None)
+        if raw is None:
+            return None
+        origin = raw.decode("latin-1")
+        if origin in self.extra or origin in self.keys.tracker_origins():
+            return origin
+        return None
+
+    def is_preflight(self, scope: Scope) -> bool:
+        return scope["method"] == "OPTIONS" and any(
+            k == b"access-control-request-method" for k, _ in scope.get("headers", [])
+        )
+
+    def preflight_headers(self, origin: str) -> list[tuple[bytes, bytes]]:
+        return [
+            (b"access-control-allow-origin", origin.encode("latin-1")),
+            (b"access-control-allow-methods", b"POST"),
+            (b"access-control-allow-headers", b"authorization, content-type"),
+            (b"access-control-max-age", self.MAX_AGE),
+            (b"vary", b"Origin"),
+        ]
+
+
 class Guard:
     """431 for oversized headers, 429 (with Retry-After) over a rate limit, 413 for bodies
     over ``max_body`` bytes, 408 for bodies that do not arrive in time; security headers
@@ -60,6 +99,7 @@ class Guard:
         keys: KeyRing | None = None,
         max_header_bytes: int = 16_384,
         body_timeout: float = 10.0,
+        cors: Cors | None = None,
     ) -> None:
         self.app = app
         self.max_body = max_body
@@ -69,6 +109,7 @@ class Guard:
         self.keys = keys
         self.max_header_bytes = max_header_bytes
         self.body_timeout = body_timeout
+        self.cors = cors
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -78,6 +119,12 @@ class Guard:
         started = time.perf_counter()
         request_id = secrets.token_hex(8)
         status = 0
+        cors_origin = self.cors.origin(scope) if self.cors is not None else None
+        cors_headers = (
+            [(b"access-control-allow-origin", cors_origin.encode("latin-1")), (b"vary", b"Origin")]
+            if cors_origin is not None
+            else []
+        )
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status
@@ -86,9 +133,21 @@ class Guard:
                 message["headers"] = [
                     *message.get("headers", []),
                     *SECURITY_HEADERS,
+                    *cors_headers,
                     (b"x-request-id", request_id.encode()),
                 ]
             await send(message)
+
+        if self.cors is not None and self.cors.is_preflight(scope):
+            if cors_origin is None:
+                await self._refuse(send_with_headers, 403, "this origin may not call this path")
+            else:
+                cors_headers = self.cors.preflight_headers(cors_origin)
+                await send_with_headers({"type": "http.response.start", "status": 204})
+                await send_with_headers({"type": "http.response.body", "body": b""})
+            elapsed = time.perf_counter() - started
+            _log_request(scope, "preflight", status, elapsed, request_id)
+            return
 
         try:
             await self._guarded(scope, receive, send_with_headers)

@@ -54,10 +54,15 @@ class RateLimiter:
     """Per client address first (floods, unauthenticated or not), then per key."""
 
     def __init__(
-        self, per_address: Rate, per_scope: Mapping[str, Rate], buckets: TokenBuckets | None = None
+        self,
+        per_address: Rate,
+        per_scope: Mapping[str, Rate],
+        per_scope_address: Mapping[str, Rate] | None = None,
+        buckets: TokenBuckets | None = None,
     ) -> None:
         self.per_address = per_address
         self.per_scope = dict(per_scope)
+        self.per_scope_address = dict(per_scope_address or {})  # e.g. a tracker per browser
         self.buckets = buckets or TokenBuckets()
 
     def check(self, address: str | None, key_id: str | None, scope: str | None) -> float:
@@ -66,6 +71,11 @@ class RateLimiter:
             wait = self.buckets.take(f"ip:{address}", self.per_address)
             if wait:
                 return wait
+            narrow = self.per_scope_address.get(scope or "")
+            if narrow is not None and key_id is not None:
+                wait = self.buckets.take(f"{key_id}@{address}", narrow)
+                if wait:
+                    return wait
         rate = self.per_scope.get(scope or "")
         if key_id is not None and rate is not None:
             return self.buckets.take(f"key:{key_id}", rate)

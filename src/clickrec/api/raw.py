@@ -45,6 +45,8 @@ class RawRoutes:
         header = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
         try:
             principal = authenticate(self.keys, header.decode("latin-1"), route.key_scope)
+            origin = next((v for k, v in scope["headers"] if k == b"origin"), None)
+            principal.require_origin(origin.decode("latin-1") if origin is not None else None)
             scope.setdefault("state", {})["principal"] = principal
             return await route.handle(body)
         except ClickrecError as exc:

@@ -63,6 +63,7 @@ api_keys = sa.Table(
     # The AWS SigV4 secret, sealed with the data keys (``plain:`` when encryption is off);
     # NULL for keys made before SigV4 support.
     sa.Column("sigv4_secret", sa.Text),
+    sa.Column("origins", sa.Text),  # a tracker key's allowed origins, space-separated
 )
 
 model_versions = sa.Table(
@@ -371,7 +372,7 @@ class SQLCatalog:
             return [_row(r) for r in conn.execute(query)]
 
 
-_ADDED_COLUMNS = [("api_keys", "sigv4_secret", "TEXT")]
+_ADDED_COLUMNS = [("api_keys", "sigv4_secret", "TEXT"), ("api_keys", "origins", "TEXT")]
 """Columns added after their table was first released, for catalogs made before them."""
 
 
