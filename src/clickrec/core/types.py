@@ -85,6 +85,17 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _encodable(text: str) -> bool:
+    """False for strings with lone surrogates (JSON can carry them; UTF-8 cannot)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _check_map(value: dict[str, Any] | None, max_keys: int, max_len: int) -> None:
     if value is None:
         return
@@ -93,6 +104,8 @@ def _check_map(value: dict[str, Any] | None, max_keys: int, max_len: int) -> Non
     for k, v in value.items():
         if not k or len(k) > 64:
             raise ValueError("keys must be 1 to 64 characters")
+        if not _encodable(k) or (isinstance(v, str) and not _encodable(v)):
+            raise ValueError(f"key or value of {k!r} is not valid Unicode (a lone surrogate)")
         if isinstance(v, str) and len(v) > max_len:
             raise ValueError(f"value of {k!r} is longer than {max_len} characters")
         if isinstance(v, str) and "\x00" in v:
