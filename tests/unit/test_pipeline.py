@@ -47,7 +47,7 @@ ROWS = [
     (4, T0 + 20, "bob", "s2", "p3"),  # same time as seq 3: seq breaks the tie
     (5, T0 + 40, None, "s9", "p3"),
     (6, T0 + 50, "alice", "s3", "p3"),  # alice's second session
-    (7, T0 + 5, "alice", "s9", "p2"),  # alice in the anonymous reader's session id
+    (7, T0 + 5, "alice", "s9", "p2"),  # alice logged in during visit s9: its reads are hers
 ]
 
 
@@ -58,17 +58,17 @@ def test_to_interactions_names_readers_and_sorts_by_time() -> None:
     assert np.all(np.diff(data.timestamp) >= 0)
     assert data.reader_ids[data.reader].tolist() == [
         "u:alice",
-        "s:s9",
+        "u:alice",  # anonymous in s9, where alice logged in
         "u:alice",
         "u:bob",
         "u:alice",
-        "s:s9",
+        "u:alice",
         "u:alice",
     ]
     assert data.item_ids[data.item].tolist() == ["p2", "p1", "p1", "p3", "p2", "p3", "p3"]
     assert len(data) == 7
     assert data.n_items == 3 and sorted(data.item_ids.tolist()) == ["p1", "p2", "p3"]
-    assert data.n_readers == 3
+    assert data.n_readers == 2
     assert data.timestamp.dtype == np.float64
     assert data.item.dtype == np.int32 and data.reader.dtype == np.int32
 
@@ -78,9 +78,8 @@ def test_sessions_are_per_reader_and_session_id() -> None:
     s = data.session.tolist()
     # Sorted rows: 0 alice/s9, 1 anon s9, 2 alice/s1, 3 bob/s2, 4 alice/s1, 5 anon s9, 6 alice/s3
     assert s[2] == s[4]  # alice's s1
-    assert s[1] == s[5]  # the anonymous s9
-    assert s[0] != s[1]  # alice under s9 is not the anonymous reader of s9
-    assert len({s[0], s[1], s[2], s[3], s[6]}) == 5
+    assert s[0] == s[1] == s[5]  # visit s9: anonymous reads and alice's, one session
+    assert len({s[0], s[2], s[3], s[6]}) == 4
 
 
 def test_to_interactions_of_no_events() -> None:
@@ -103,10 +102,10 @@ def test_to_interactions_needs_only_the_training_columns() -> None:
 def test_readiness_counts_interactions_and_returning_readers() -> None:
     data = to_interactions(event_table(ROWS))
     r = readiness(data)
-    assert r == Readiness(interactions=7, active_readers=2)  # alice (4) and s9 (2); bob has 1
-    assert readiness(data, min_events_per_reader=3).active_readers == 1
-    assert readiness(data, min_events_per_reader=1).active_readers == 3
-    r.check(min_interactions=7, min_readers=2)  # exactly enough: nothing raised
+    assert r == Readiness(interactions=7, active_readers=1)  # alice (6, s9 included); bob 1
+    assert readiness(data, min_events_per_reader=7).active_readers == 0
+    assert readiness(data, min_events_per_reader=1).active_readers == 2
+    r.check(min_interactions=7, min_readers=1)  # exactly enough: nothing raised
 
 
 def test_readiness_check_says_what_is_missing() -> None:

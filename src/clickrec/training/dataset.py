@@ -24,9 +24,29 @@ def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
+def with_logins(table: pa.Table) -> pa.Table:
+    """Anonymous events of a session in which a reader logged in (an event carrying both
+    ids) belong to that reader, as in the online state; a session seen with several users
+    (a shared or reused id) is left as it is."""
+    if table.num_rows == 0 or "user_id" not in table.column_names:
+        return table
+    known = table.filter(pc.is_valid(table.column("user_id")))
+    if known.num_rows == 0 or known.num_rows == table.num_rows:
+        return table
+    owners = known.group_by("session_id").aggregate(
+        [("user_id", "min"), ("user_id", "count_distinct")]
+    )
+    owners = owners.filter(pc.equal(owners.column("user_id_count_distinct"), 1))
+    index = pc.index_in(table.column("session_id"), value_set=owners.column("session_id"))
+    owner = pc.take(owners.column("user_id_min"), index)
+    user = pc.coalesce(table.column("user_id"), owner)
+    return table.set_column(table.column_names.index("user_id"), "user_id", user)
+
+
 def to_interactions(table: pa.Table) -> Interactions:
-    """Index-space arrays, sorted by event time (stable on seq)."""
-    table = table.sort_by([("timestamp", "ascending"), ("seq", "ascending")])
+    """Index-space arrays, sorted by event time (stable on seq); a session's anonymous
+    events count for the reader who logged in during it (``with_logins``)."""
+    table = with_logins(table).sort_by([("timestamp", "ascending"), ("seq", "ascending")])
     reader, reader_ids = _codes(reader_column(table))
     item, item_ids = _codes(table.column("item_id"))
     session_key = pc.binary_join_element_wise(reader_column(table), table.column("session_id"), "|")
