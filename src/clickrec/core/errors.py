@@ -33,6 +33,11 @@ class InvalidInput(ClickrecError):
         )
 
 
+class Unparsable(InvalidInput):
+    """The input is not in the language it must be written in (a filter expression): 400,
+    with where it went wrong."""
+
+
 class NotFound(ClickrecError):
     """A named thing (item, user, run, model) does not exist."""
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from clickrec.backends.sql_catalog import SQLCatalog
-from clickrec.core.errors import FieldError, InvalidInput, NotFound
+from clickrec.core.errors import FieldError, InvalidInput, NotFound, Unparsable
 from clickrec.filters import (
     Filter,
     FilterError,
@@ -99,7 +99,7 @@ def check_expression(expression: str) -> Filter:
     try:
         return parse(expression)
     except FilterSyntaxError as err:
-        raise InvalidInput([FieldError(None, "expression", err.message)]) from err
+        raise Unparsable([FieldError(None, "expression", err.message)]) from err
     except FilterError as err:
         raise InvalidInput([FieldError(None, "expression", err.message)]) from err
 
