@@ -21,7 +21,7 @@ from clickrec.core.datakeys import DataKeys
 from clickrec.core.errors import NotEnoughData
 from clickrec.evaluation.split import TemporalSplit, last_event_split, temporal_split
 from clickrec.lake.reader import load_events
-from clickrec.models.base import Interactions, RecipeParams
+from clickrec.models.base import Artifact, Interactions, RecipeParams
 from clickrec.models.recipes import fit
 from clickrec.models.scoring import Exploration
 from clickrec.training.dataset import TRAINING_COLUMNS, readiness, to_interactions
@@ -165,7 +165,30 @@ class Pipeline:
         artifact.metrics = metrics
         progress("gate")
         live = self.catalog.live_model()
-        publish = self._passes_gate(best_score, live)
+        live_score = None
+        if live is not None:
+
+            def score_live(recipe: str, params: RecipeParams) -> float:
+                result = evaluate_recipe(
+                    recipe,
+                    params,
+                    data,
+                    split,
+                    facts,
+                    exploration,
+                    serve.trending_half_life_hours,
+                    serve.history_length,
+                    seen_length=serve.seen_length,
+                )
+                return result[GATE_METRIC]
+
+            live_score = self._live_score(live, scores, score_live)
+            metrics["gate"] = {
+                "live_version": live["version"],
+                f"live_{GATE_METRIC}": live_score,
+                "tolerance": cfg.gate_tolerance,
+            }
+        publish = live_score is None or best_score >= live_score * (1.0 - cfg.gate_tolerance)
         version = time.strftime("v%Y%m%d-%H%M%S", time.gmtime(self.clock.now())) + f"-{run_id[:6]}"
         folder = self.models_root / version
         artifact.save(folder, self.data_keys)
@@ -184,12 +207,21 @@ class Pipeline:
         )
         return RunResult(version, publish, metrics)
 
-    def _passes_gate(self, score: float, live: dict[str, Any] | None) -> bool:
-        """Publish unless clearly worse than the live model (beyond the tolerance)."""
-        if live is None:
-            return True
-        live_score = float(live["metrics"].get(GATE_METRIC, 0.0))
-        return score >= live_score * (1.0 - self.settings.training.gate_tolerance)
+    def _live_score(
+        self,
+        live: dict[str, Any],
+        scores: dict[str, dict[str, float]],
+        score: Callable[[str, RecipeParams], float],
+    ) -> float:
+        """The live model's configuration scored on this run's holdout, so the gate compares
+        like with like (a score stored by an earlier run came from other data). Its
+        candidate's score when it is one of this run's, else its recipe and settings
+        fitted on this run's training part."""
+        chosen = live.get("info", {}).get("chosen")
+        if chosen in scores:
+            return scores[chosen][GATE_METRIC]
+        artifact = Artifact.load(Path(live["path"]), self.data_keys)
+        return score(artifact.recipe, artifact.params)
 
 
 def execute_run(
