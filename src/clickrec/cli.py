@@ -34,6 +34,11 @@ batch_app = typer.Typer(
     help="Batch jobs: recommendations for many readers, readers for many items.",
     no_args_is_help=True,
 )
+dlq_app = typer.Typer(
+    help="Dead letters: events the archive could not process after its retries.",
+    no_args_is_help=True,
+)
+app.add_typer(dlq_app, name="dlq")
 app.add_typer(keys_app, name="keys")
 app.add_typer(batch_app, name="batch")
 app.add_typer(import_app, name="import")
@@ -458,6 +463,73 @@ def batch_segments(
 ) -> None:
     """For each item, the readers most likely to read it next (item affinity)."""
     _run_batch(home, "segments", items, output)
+
+
+SeqArgs = Annotated[list[int] | None, typer.Argument(help="Seqs (default: every parked one).")]
+
+
+@dlq_app.command("list")
+def dlq_list(
+    state: Annotated[str, typer.Option(help="parked, replay, done, purged or all.")] = "parked",
+    home: HomeOpt = None,
+) -> None:
+    """Parked events with their error and attempt count."""
+    states = ("parked", "replay", "done", "purged") if state == "all" else (state,)
+    engine = _engine(home)
+    try:
+        letters = engine.log.dead_letters(None, states)
+    finally:
+        engine.close()
+    table = Table("seq", "consumer", "event_id", "attempts", "state", "error")
+    for d in letters:
+        table.add_row(
+            str(d["seq"]),
+            d["consumer"],
+            d["event_id"] or "",
+            str(d["attempts"]),
+            d["state"],
+            d["error"],
+        )
+    out.print(table)
+    out.print(f"{len(letters)} dead letter(s)")
+
+
+@dlq_app.command("show")
+def dlq_show(seq: int, home: HomeOpt = None) -> None:
+    """One dead letter and its event as stored in the log (JSON)."""
+    engine = _engine(home)
+    try:
+        found = engine.log.dead_letters(None, ("parked", "replay", "done", "purged"), [seq])
+        event = engine.log.read_seqs([seq]).to_pylist()
+    finally:
+        engine.close()
+    if not found:
+        err.print(f"[red]error:[/red] no dead letter with seq {seq}")
+        raise typer.Exit(1)
+    print(json.dumps({**found[0], "event": event[0] if event else None}, indent=1))
+
+
+@dlq_app.command("replay")
+def dlq_replay(seqs: SeqArgs = None, home: HomeOpt = None) -> None:
+    """Process these letters again once their cause is fixed (the running worker does it
+    on its next pass; a letter still bad is parked again with its new error)."""
+    engine = _engine(home)
+    try:
+        n = engine.log.set_dead_state(seqs or None, "replay")
+    finally:
+        engine.close()
+    out.print(f"{n} dead letter(s) will be replayed by the archive")
+
+
+@dlq_app.command("purge")
+def dlq_purge(seqs: SeqArgs = None, home: HomeOpt = None) -> None:
+    """Give up on these letters: never archived (the event log keeps the events)."""
+    engine = _engine(home)
+    try:
+        n = engine.log.set_dead_state(seqs or None, "purged", engine.clock.now())
+    finally:
+        engine.close()
+    out.print(f"{n} dead letter(s) purged")
 
 
 TEMPORAL_COLUMNS = (

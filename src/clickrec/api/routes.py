@@ -15,6 +15,7 @@ from clickrec.api.schemas import (
     Accepted,
     BatchJobBody,
     BatchJobView,
+    DeadLetterSelection,
     FilterBody,
     FilterValues,
     FilterView,
@@ -150,6 +151,7 @@ def metrics(request: Request, engine: Eng, _: Admin) -> Response:
     def refresh(m: Metrics) -> None:
         last = engine.log.last_seq()
         m.consumer_lag.labels("archive").set(last - engine.log.get_offset("archive"))
+        m.dead_letters.labels("archive").set(len(engine.log.dead_letters("archive", limit=10**9)))
         live = engine.catalog.live_model()
         m.model_age.set(engine.clock.now() - live["created_at"] if live else 0.0)
         m.model_info.clear()
@@ -441,3 +443,45 @@ def get_batch_output(job_id: str, engine: Eng, _: Read) -> Response:
     if job.state != "succeeded" or job.path is None:
         raise Conflict(f"batch job {job_id} is {job.state}")
     return Response(job.path.read_bytes(), media_type="application/x-ndjson")
+
+
+# -- dead letters ----------------------------------------------------------------------------
+def _letter_view(letter: dict[str, Any], engine: Engine) -> dict[str, Any]:
+    rows = engine.log.read_seqs([letter["seq"]]).to_pylist()
+    return {**letter, "event": rows[0] if rows else None}
+
+
+@router.get("/v1/dead-letters", tags=["operations"])
+def list_dead_letters(
+    engine: Eng,
+    _: Admin,
+    state: Annotated[
+        str, Query(pattern="^(parked|replay|done|purged|all)$", description="which letters")
+    ] = "parked",
+) -> dict[str, Any]:
+    """Events a consumer could not process after its retries, with error and attempts."""
+    states = ("parked", "replay", "done", "purged") if state == "all" else (state,)
+    letters = engine.log.dead_letters(None, states)
+    return {"dead_letters": letters, "count": len(letters)}
+
+
+@router.get("/v1/dead-letters/{seq}", tags=["operations"])
+def get_dead_letter(seq: Annotated[int, Path(ge=1)], engine: Eng, _: Admin) -> dict[str, Any]:
+    """One dead letter and the event it holds (as stored in the log)."""
+    found = engine.log.dead_letters(None, ("parked", "replay", "done", "purged"), [seq])
+    if not found:
+        raise NotFound(f"no dead letter with seq {seq}")
+    return _letter_view(found[0], engine)
+
+
+@router.post("/v1/dead-letters/replay", status_code=202, tags=["operations"])
+def replay_dead_letters(body: DeadLetterSelection, engine: Eng, _: Admin) -> dict[str, int]:
+    """Ask the consumer to process these letters again (after fixing their cause); it does
+    on its next pass, and a letter still bad is parked again with its new error."""
+    return {"requested": engine.log.set_dead_state(body.seqs, "replay")}
+
+
+@router.post("/v1/dead-letters/purge", tags=["operations"])
+def purge_dead_letters(body: DeadLetterSelection, engine: Eng, _: Admin) -> dict[str, int]:
+    """Give up on these letters: they are never archived (the log keeps the events)."""
+    return {"purged": engine.log.set_dead_state(body.seqs, "purged", engine.clock.now())}

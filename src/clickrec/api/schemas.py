@@ -104,3 +104,11 @@ class BatchJobView(BaseModel):
     created_at: float
     finished_at: float | None
     error: str | None
+
+
+class DeadLetterSelection(BaseModel):
+    """Which dead letters: the given seqs, or every parked one when ``seqs`` is omitted."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seqs: list[Annotated[int, Field(ge=1)]] | None = Field(default=None, max_length=10_000)

@@ -62,6 +62,38 @@ class EventLog(Protocol):
 
     def commit_offset(self, consumer: str, seq: int) -> None: ...
 
+    # Dead letters: events a consumer could not process, parked with their error (the
+    # events themselves stay in the log, found by seq).
+    def park(
+        self,
+        consumer: str,
+        letters: Sequence[tuple[int, str | None, str, int]],
+        now: float,
+    ) -> None:
+        """Park (seq, event_id, error, attempts) rows; parking one again updates it."""
+        ...
+
+    def dead_letters(
+        self,
+        consumer: str | None = None,
+        states: Sequence[str] = ("parked", "replay"),
+        seqs: Sequence[int] | None = None,
+        limit: int = 1000,
+    ) -> list[dict[str, Any]]:
+        """Dead letters in seq order: seq, consumer, event_id, error, attempts, state
+        (parked, replay, done, purged), parked_at, replayed_at."""
+        ...
+
+    def set_dead_state(
+        self, seqs: Sequence[int] | None, state: str, now: float | None = None
+    ) -> int:
+        """Move parked (or replay-requested) letters to ``state``; None: all of them."""
+        ...
+
+    def read_seqs(self, seqs: Sequence[int]) -> pa.Table:
+        """The events with these seqs, in seq order."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -42,7 +42,27 @@ CREATE TABLE IF NOT EXISTS events (
 DROP INDEX IF EXISTS events_user;
 DROP INDEX IF EXISTS events_session;
 CREATE TABLE IF NOT EXISTS offsets (consumer TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    seq INTEGER PRIMARY KEY,
+    consumer TEXT NOT NULL,
+    event_id TEXT,
+    error TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    parked_at REAL NOT NULL,
+    replayed_at REAL
+);
 """
+_DEAD_COLUMNS = (
+    "seq",
+    "consumer",
+    "event_id",
+    "error",
+    "attempts",
+    "state",
+    "parked_at",
+    "replayed_at",
+)
 
 _DATA_COLUMNS = EVENT_COLUMNS[1:]
 FRESH_ID = "_fresh_id"  # a record flag: the server just made this event_id, so it is new
@@ -378,6 +398,74 @@ class SQLiteEventLog:
             "ON CONFLICT(consumer) DO UPDATE SET seq = excluded.seq",
             (consumer, seq),
         )
+
+    # -- dead letters ------------------------------------------------------------------
+    def park(
+        self, consumer: str, letters: Sequence[tuple[int, str | None, str, int]], now: float
+    ) -> None:
+        """Park events a consumer could not process: (seq, event_id, error, attempts)."""
+        conn = self._reader()
+        with conn:  # one transaction
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(
+                "INSERT INTO dead_letters (seq, consumer, event_id, error, attempts, state, "
+                "parked_at) VALUES (?, ?, ?, ?, ?, 'parked', ?) ON CONFLICT(seq) DO UPDATE SET "
+                "error = excluded.error, attempts = excluded.attempts, state = 'parked'",
+                [(seq, consumer, eid, error, n, now) for seq, eid, error, n in letters],
+            )
+
+    def dead_letters(
+        self,
+        consumer: str | None = None,
+        states: Sequence[str] = ("parked", "replay"),
+        seqs: Sequence[int] | None = None,
+        limit: int = 1000,
+    ) -> list[dict[str, Any]]:
+        where = [f"state IN ({','.join('?' * len(states))})"]
+        params: list[Any] = list(states)
+        if consumer is not None:
+            where.append("consumer = ?")
+            params.append(consumer)
+        if seqs is not None:
+            where.append(f"seq IN ({','.join('?' * len(seqs))})")
+            params.extend(seqs)
+        query = (
+            f"SELECT {', '.join(_DEAD_COLUMNS)} FROM dead_letters "  # nosec B608
+            f"WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?"
+        )
+        rows = self._reader().execute(query, [*params, limit]).fetchall()
+        return [dict(zip(_DEAD_COLUMNS, row, strict=True)) for row in rows]
+
+    def set_dead_state(
+        self, seqs: Sequence[int] | None, state: str, now: float | None = None
+    ) -> int:
+        """Mark parked letters for replay (``replay``), as replayed (``done``, with the time)
+        or purged (``purged``); None means every parked or replaying letter."""
+        conn = self._reader()
+        if seqs is None:
+            cur = conn.execute(
+                "UPDATE dead_letters SET state = ?, replayed_at = COALESCE(?, replayed_at) "
+                "WHERE state IN ('parked', 'replay')",
+                (state, now),
+            )
+        else:
+            cur = conn.execute(
+                f"UPDATE dead_letters SET state = ?, replayed_at = COALESCE(?, replayed_at) "  # nosec B608
+                f"WHERE state IN ('parked', 'replay') AND seq IN ({','.join('?' * len(seqs))})",
+                (state, now, *seqs),
+            )
+        return int(cur.rowcount)
+
+    def read_seqs(self, seqs: Sequence[int]) -> pa.Table:
+        """The events with these seqs, in seq order (EVENT_SCHEMA)."""
+        select, names = _select(None)
+        marks = ",".join("?" * len(seqs))
+        rows = (
+            self._reader()
+            .execute(f"{select} WHERE seq IN ({marks}) ORDER BY seq", list(seqs))  # nosec B608
+            .fetchall()
+        )
+        return _to_table(rows, names)
 
     def close(self) -> None:
         if self._closed:

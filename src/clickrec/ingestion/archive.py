@@ -1,11 +1,23 @@
-"""The "archive" consumer: copies the event log into the lake, each event exactly once."""
+"""The "archive" consumer: copies the event log into the lake, each event exactly once.
+
+An event it cannot process (a record another producer wrote with a broken JSON field, an
+empty id…) is retried on the next passes; after ``max_attempts`` it is parked in the
+dead-letter store with its error, and the events after it flow on. Once the cause is
+fixed, a replay (``clickrec dlq replay``) archives it, exactly once like every other.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from clickrec.backends.base import EventLog, Lake
 
@@ -22,7 +34,12 @@ class ArchiveConsumer:
     """Moves batches from the log to the lake; the lake write always precedes the commit."""
 
     def __init__(
-        self, log: EventLog, lake: Lake, name: str = "archive", batch_size: int = 50_000
+        self,
+        log: EventLog,
+        lake: Lake,
+        name: str = "archive",
+        batch_size: int = 50_000,
+        max_attempts: int = 3,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -30,6 +47,8 @@ class ArchiveConsumer:
         self.lake = lake
         self.name = name
         self.batch_size = batch_size
+        self.max_attempts = max_attempts
+        self._attempts: dict[int, int] = {}  # seq -> failed passes so far
         self._recovered = False
 
     def recover(self) -> int:
@@ -49,13 +68,65 @@ class ArchiveConsumer:
         batch = self.log.read(self.log.get_offset(self.name), self.batch_size)
         if batch.num_rows == 0:
             return 0
-        seqs = batch["seq"]
-        first, last = seqs[0].as_py(), seqs[-1].as_py()
-        self.lake.write_batch(batch, first, last)
+        seqs = batch["seq"].to_pylist()
+        bad = problems(batch)
+        parked: set[int] = set()
+        if bad:  # parked by a pass that crashed before its offset commit: not again
+            known = self.log.dead_letters(self.name, _EVERY_STATE, [seqs[i] for i in bad])
+            parked = {d["seq"] for d in known}
+        cut, letters = batch.num_rows, []
+        for i, error in bad.items():
+            seq = seqs[i]
+            if seq in parked:
+                continue
+            attempts = self._attempts[seq] = self._attempts.get(seq, 0) + 1
+            if attempts < self.max_attempts:
+                cut = i  # retried on the next pass; what comes before it goes on
+                logger.warning("event seq %d not archived (attempt %d): %s", seq, attempts, error)
+                break
+            letters.append((seq, batch["event_id"][i].as_py(), error, attempts))
+        skip = parked | {seq for seq, _, _, _ in letters}
+        if cut == 0:
+            return 0
+        keep = [i for i in range(cut) if seqs[i] not in skip]
+        if keep:
+            self.lake.write_batch(batch.take(keep), seqs[0], seqs[cut - 1])
         if _CRASH_AFTER_LAKE_WRITE:
             os._exit(137)
-        self.log.commit_offset(self.name, last)
-        return batch.num_rows
+        if letters:  # before the offset moves past them, so a crash cannot lose them
+            self.log.park(self.name, letters, time.time())
+            logger.error("parked %d event(s) in the dead-letter store", len(letters))
+            for seq, _, _, _ in letters:
+                self._attempts.pop(seq, None)
+        self.log.commit_offset(self.name, seqs[cut - 1])
+        return cut
+
+    def replay_dead_letters(self) -> int:
+        """Archive the parked events a replay was asked for; those still bad stay parked
+        with their new error. Returns how many were archived."""
+        wanted = self.log.dead_letters(self.name, ("replay",))
+        if not wanted:
+            return 0
+        rows = self.log.read_seqs([d["seq"] for d in wanted])
+        bad = problems(rows)
+        seqs = rows["seq"].to_pylist()
+        attempts = {d["seq"]: d["attempts"] for d in wanted}
+        if bad:
+            self.log.park(
+                self.name,
+                [
+                    (seqs[i], rows["event_id"][i].as_py(), error, attempts[seqs[i]] + 1)
+                    for i, error in bad.items()
+                ],
+                time.time(),
+            )
+        done = [i for i in range(rows.num_rows) if i not in bad]
+        for i in done:  # one part per event, named by its seq: a rerun rewrites the same file
+            self.lake.write_batch(rows.take([i]), seqs[i], seqs[i])
+        if done:
+            self.log.set_dead_state([seqs[i] for i in done], "done", time.time())
+            logger.info("replayed %d dead letter(s) into the lake", len(done))
+        return len(done)
 
     def run_forever(self, stop: threading.Event, idle_seconds: float = 1.0) -> None:
         """Archive until ``stop`` is set, then flush what is left and return.
@@ -73,6 +144,7 @@ class ArchiveConsumer:
         self._attempt(self.recover)
         while not stop.is_set():
             archived = self._attempt(self.run_once)
+            self._attempt(self.replay_dead_letters)
             if archived is None or archived == 0:
                 stop.wait(idle_seconds)
         self._flush()
@@ -91,3 +163,34 @@ class ArchiveConsumer:
         except Exception:
             logger.exception("archive pass failed; retrying")
             return None
+
+
+_JSON_COLUMNS = ("impression", "context", "properties")
+_EVERY_STATE = ("parked", "replay", "done", "purged")
+_REQUIRED = ("event_id", "session_id", "item_id", "event_type")
+
+
+def problems(batch: pa.Table) -> dict[int, str]:
+    """Rows the lake must not take, by index, with what is wrong (in row order). Events
+    that came through the API never have any; a record another producer wrote might."""
+    found: dict[int, str] = {}
+    for name in _REQUIRED:
+        if name in batch.column_names:
+            column = batch.column(name)
+            empty = pc.or_kleene(pc.is_null(column), pc.equal(pc.utf8_length(column), 0))
+            for i in pc.indices_nonzero(pc.fill_null(empty, True)).to_pylist():
+                found.setdefault(i, f"{name} is empty")
+    if "timestamp" in batch.column_names:
+        ts = batch.column("timestamp").to_numpy(zero_copy_only=False).astype(float)
+        for i in np.flatnonzero(~np.isfinite(ts)).tolist():
+            found.setdefault(i, "timestamp is not a finite number")
+    for name in _JSON_COLUMNS:
+        if name not in batch.column_names:
+            continue
+        column = batch.column(name)
+        for i in pc.indices_nonzero(pc.is_valid(column)).to_pylist():
+            try:
+                orjson.loads(column[i].as_py())
+            except orjson.JSONDecodeError as exc:
+                found.setdefault(i, f"{name} is not valid JSON: {exc}")
+    return dict(sorted(found.items()))

@@ -24,6 +24,7 @@ class Metrics:
     events_duplicate: Counter
     batch_size: Histogram
     consumer_lag: Gauge
+    dead_letters: Gauge
     model_age: Gauge
     model_info: Gauge
 
@@ -60,6 +61,12 @@ def create_metrics() -> Metrics:
         consumer_lag=Gauge(
             "clickrec_consumer_lag_events",
             "Log events not yet processed, per consumer",
+            ["consumer"],
+            registry=registry,
+        ),
+        dead_letters=Gauge(
+            "clickrec_dead_letters",
+            "Events parked after their retries (parked or awaiting replay), per consumer",
             ["consumer"],
             registry=registry,
         ),
