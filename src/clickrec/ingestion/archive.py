@@ -187,10 +187,11 @@ def problems(batch: pa.Table) -> dict[int, str]:
     for name in _JSON_COLUMNS:
         if name not in batch.column_names:
             continue
-        column = batch.column(name)
-        for i in pc.indices_nonzero(pc.is_valid(column)).to_pylist():
+        for i, text in enumerate(batch.column(name).to_pylist()):
+            if text is None:
+                continue
             try:
-                orjson.loads(column[i].as_py())
+                orjson.loads(text)
             except orjson.JSONDecodeError as exc:
                 found.setdefault(i, f"{name} is not valid JSON: {exc}")
     return dict(sorted(found.items()))
