@@ -54,6 +54,10 @@ class LimitSettings(Section):
     burst_seconds: float = Field(default=2.0, gt=0)
     """A bucket holds this many seconds' worth of requests (the burst)."""
     max_header_bytes: int = Field(default=16_384, ge=1024)
+    max_archive_lag: int = Field(default=5_000_000, ge=0)
+    """/readyz is 503 while more log events than this wait for the archive."""
+    max_serving_lag: int = Field(default=100_000, ge=0)
+    """/readyz is 503 while more log events than this wait for the online state."""
     body_timeout_seconds: float = Field(default=10.0, gt=0)
     """A client that takes longer than this to send its body gets 408."""
 

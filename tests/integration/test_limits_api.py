@@ -8,6 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from clickrec.api.app import create_app
+from clickrec.backends.sqlite_log import SQLiteEventLog
 from clickrec.config import load_settings
 from clickrec.engine import Engine
 
@@ -88,3 +89,56 @@ def test_a_body_that_does_not_arrive_in_time_gets_408() -> None:
     scope = {"type": "http", "method": "POST", "path": "/v1/events", "headers": []}
     asyncio.run(Guard(app, max_body=1000, body_timeout=0.05)(scope, never, send))
     assert sent[0]["status"] == 408 and not called
+
+
+def test_readiness_says_why_it_is_not_ready(tmp_path: Path) -> None:
+    """/readyz is 503 with its reasons while a consumer is beyond its lag bound."""
+    env = {"CLICKREC_LIMITS__MAX_ARCHIVE_LAG": "3", "CLICKREC_LIMITS__MAX_SERVING_LAG": "2"}
+    engine = Engine(load_settings(tmp_path / "home", environ=env))
+    try:
+        with TestClient(create_app(engine)) as client:
+            assert client.get("/readyz").json()["reasons"] == []
+            # Another process (an import) appends: the archive and the online state lag.
+            rows = [
+                {
+                    "event_id": f"x{i}",
+                    "timestamp": 1.0,
+                    "session_id": "s",
+                    "item_id": "i",
+                    "event_type": "view",
+                    "received_at": 1.0,
+                }
+                for i in range(5)
+            ]
+            engine.log.append(rows)
+            ready = client.get("/readyz")
+            assert ready.status_code == 503
+            body = ready.json()
+            assert body["status"] == "unavailable"
+            assert body["checks"]["archive_lag"] == 5
+            assert "archive lag 5 events is over 3" in body["reasons"]
+            assert "serving_lag" in body["checks"]  # the refresher catches up within 0.25 s
+    finally:
+        engine.close()
+
+
+def test_serving_lag_counts_what_the_online_state_has_not_seen(engine: Engine) -> None:
+    rec = engine.recommender
+    assert rec is not None  # the engine fixture runs no background refresher
+    rows = [
+        {
+            "event_id": f"y{i}",
+            "timestamp": 1.0,
+            "session_id": "s",
+            "item_id": "i",
+            "event_type": "view",
+            "received_at": 1.0,
+        }
+        for i in range(4)
+    ]
+    other = SQLiteEventLog(engine.log.path)  # type: ignore[attr-defined]
+    other.append(rows)  # another process (an import) appends
+    other.close()
+    assert rec.lag(engine.log.last_seq()) == 4
+    rec.catch_up()
+    assert rec.lag(engine.log.last_seq()) == 0

@@ -126,22 +126,30 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", tags=["health"])
 def readyz(engine: Eng) -> JSON:
+    """Ready to serve: stores reachable, a model or the fallback loaded, and the consumers
+    within their lag bounds; 503 with the reasons otherwise."""
     checks: dict[str, Any] = {}
-    ok = True
+    reasons: list[str] = []
+    limits = engine.settings.limits
     try:
         engine.catalog.ping()
         checks["catalog"] = "ok"
-        checks["event_log_last_seq"] = engine.log.last_seq()
-        lag = checks["event_log_last_seq"] - engine.log.get_offset("archive")
-        checks["archive_lag"] = lag
+        last = checks["event_log_last_seq"] = engine.log.last_seq()
+        lag = checks["archive_lag"] = last - engine.log.get_offset("archive")
+        if lag > limits.max_archive_lag:
+            reasons.append(f"archive lag {lag} events is over {limits.max_archive_lag}")
+        rec = engine.recommender
+        if rec is not None:
+            behind = checks["serving_lag"] = rec.lag(last)
+            if behind > limits.max_serving_lag:
+                reasons.append(f"serving lag {behind} events is over {limits.max_serving_lag}")
     except Exception as exc:  # noqa: BLE001 - readiness reports, never raises
-        ok = False
         checks["stores"] = f"unreachable: {type(exc).__name__}"
+        reasons.append(f"stores unreachable: {type(exc).__name__}")
     rec = engine.recommender
     checks["model"] = rec.model_version if rec and rec.model_version else "fallback: trending"
-    return JSON(
-        {"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503
-    )
+    body = {"status": "unavailable" if reasons else "ok", "checks": checks, "reasons": reasons}
+    return JSON(body, status_code=503 if reasons else 200)
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -212,6 +212,12 @@ class Recommender:
             self._apply_table(table.take(fresh))
         return len(seqs)
 
+    def lag(self, last_seq: int) -> int:
+        """Log events not yet in the online state (other processes' appends)."""
+        with self._local_lock:
+            own = sum(1 for s in self._local if s > self._cursor)
+        return max(0, last_seq - self._cursor - own)
+
     def refresh_catalog(self) -> int:
         """Pick up item changes (new posts, edits, deletions) from the catalog."""
         with self._catalog_lock:  # request threads and the refresher: one at a time, in order
