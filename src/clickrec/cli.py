@@ -65,6 +65,28 @@ def _engine(home: Path | None, serving: bool = False) -> Any:
     return Engine(_settings(home), serving=serving)
 
 
+def _tls_files(
+    settings: Settings, cert: Path | None, key: Path | None
+) -> tuple[Path | None, Path | None]:
+    """The certificate and key to serve HTTPS with: the flags, else the config, else the
+    development pair `init --self-signed` made; (None, None) for plain HTTP."""
+    if cert is None and key is None:
+        cert = Path(settings.server.tls_cert) if settings.server.tls_cert else None
+        key = Path(settings.server.tls_key) if settings.server.tls_key else None
+    if cert is None and key is None:
+        dev = settings.home / "tls"
+        if (dev / "cert.pem").exists() and (dev / "key.pem").exists():
+            cert, key = dev / "cert.pem", dev / "key.pem"
+    if (cert is None) != (key is None):
+        err.print("[red]error:[/red] give both a TLS certificate and its key")
+        raise typer.Exit(2)
+    for path in (cert, key):
+        if path is not None and not path.is_file():
+            err.print(f"[red]error:[/red] no such file: {path}")
+            raise typer.Exit(2)
+    return cert, key
+
+
 class GracefulServer(uvicorn.Server):
     """Stops on SIGINT/SIGTERM after draining in-flight requests, then returns (uvicorn
     would re-raise the signal) so the engine flushes its consumers and exits with 0."""
@@ -92,11 +114,26 @@ def _progress() -> Progress:
 
 
 @app.command()
-def init(home: HomeOpt = None) -> None:
+def init(
+    home: HomeOpt = None,
+    self_signed: Annotated[
+        bool,
+        typer.Option(
+            "--self-signed",
+            help="Also make a development TLS certificate (tls/cert.pem, tls/key.pem) that "
+            "`clickrec serve` then uses.",
+        ),
+    ] = False,
+) -> None:
     """Create the home folder, its config file and stores, and a first admin key (once)."""
     settings = _settings(home)
     settings.home.mkdir(parents=True, exist_ok=True)
     config = write_default_config(settings.home)
+    if self_signed:
+        from clickrec.tls import self_signed as make_certificate
+
+        cert, key_file = make_certificate(settings.home / "tls")
+        out.print(f"TLS: {cert} and {key_file} (self-signed, for development only)")
     engine = _engine(settings.home)
     try:
         admins = [
@@ -124,6 +161,10 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port (or CLICKREC_PORT).")] = None,
     train_interval: Annotated[float, typer.Option(help="Seconds between trainer checks.")] = 5.0,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="PEM certificate: serve HTTPS (or server.tls_cert).")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert.")] = None,
 ) -> None:
     """Run the HTTP server, and a worker process for the archive consumer and training.
 
@@ -147,8 +188,11 @@ def serve(
     engine.start_background(worker=False)
     worker = WorkerProcess(settings.home, train_interval)
     worker.start()
+    cert, key_file = _tls_files(settings, tls_cert, tls_key)
     config = uvicorn.Config(
         create_app(engine),
+        ssl_certfile=str(cert) if cert else None,
+        ssl_keyfile=str(key_file) if key_file else None,
         host=host or settings.server.host,
         port=port if port is not None else settings.server.port,
         server_header=False,

@@ -34,6 +34,9 @@ class ServerSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     max_body_bytes: int = 1_048_576
+    tls_cert: str | None = None
+    """PEM certificate: serve HTTPS (HSTS is then sent on every response)."""
+    tls_key: str | None = None
     cors_origins: list[str] = []
     """Origins allowed to call POST /v1/events from a browser besides tracker keys' own."""
     log_level: str = "info"
