@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import getpass
 import json
 import logging
 import os
@@ -96,6 +97,21 @@ class GracefulServer(uvicorn.Server):
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self.handle_exit)
         yield
+
+
+def _audit_cli(engine: Any, action: str, target: str | None = None) -> None:
+    """Admin actions made from the command line go to the same audit log as the API's."""
+    engine.catalog.audit(
+        {
+            "at": engine.clock.now(),
+            "actor": f"cli:{getpass.getuser()}",
+            "action": action,
+            "target": target,
+            "source": "local",
+            "status": None,
+            "request_id": None,
+        }
+    )
 
 
 def _fail(exc: ClickrecError) -> typer.Exit:
@@ -300,13 +316,19 @@ def keys_create(
             "that embed it, like https://www.example.com; repeat for several."
         ),
     ] = None,
+    expires_days: Annotated[
+        float | None, typer.Option(help="The key stops working after this many days.")
+    ] = None,
     home: HomeOpt = None,
 ) -> None:
     """Make a new key and its AWS credentials and print them once; the key is stored only
     as a hash, the AWS secret sealed with the data keys (docs/personalize.md)."""
     engine = _engine(home)
     try:
-        new = engine.keys.create_key(scope, name, engine.clock.now(), origin or [])
+        now = engine.clock.now()
+        expires_at = now + expires_days * 86400.0 if expires_days is not None else None
+        new = engine.keys.create_key(scope, name, now, origin or [], expires_at)
+        _audit_cli(engine, "keys create", f"{new.principal.key_id} ({scope})")
     except ClickrecError as exc:
         raise _fail(exc) from exc
     finally:
@@ -340,6 +362,7 @@ def keys_revoke(key_id: str, home: HomeOpt = None) -> None:
         if not engine.catalog.revoke_key(key_id, engine.clock.now()):
             err.print(f"[red]no active key {key_id}[/red]")
             raise typer.Exit(1)
+        _audit_cli(engine, "keys revoke", key_id)
         out.print(f"revoked {key_id}")
     finally:
         engine.close()
@@ -560,6 +583,7 @@ def dlq_replay(seqs: SeqArgs = None, home: HomeOpt = None) -> None:
     engine = _engine(home)
     try:
         n = engine.log.set_dead_state(seqs or None, "replay")
+        _audit_cli(engine, "dlq replay", " ".join(map(str, seqs or [])) or "all")
     finally:
         engine.close()
     out.print(f"{n} dead letter(s) will be replayed by the archive")
@@ -571,6 +595,7 @@ def dlq_purge(seqs: SeqArgs = None, home: HomeOpt = None) -> None:
     engine = _engine(home)
     try:
         n = engine.log.set_dead_state(seqs or None, "purged", engine.clock.now())
+        _audit_cli(engine, "dlq purge", " ".join(map(str, seqs or [])) or "all")
     finally:
         engine.close()
     out.print(f"{n} dead letter(s) purged")

@@ -102,12 +102,19 @@ class KeyRing:
         return new.key, new.principal
 
     def create_key(
-        self, scope: str, name: str | None, now: float, origins: Sequence[str] = ()
+        self,
+        scope: str,
+        name: str | None,
+        now: float,
+        origins: Sequence[str] = (),
+        expires_at: float | None = None,
     ) -> NewKey:
         """A new key with its AWS credentials; the secrets are returned once. A tracker
         key needs the origins (``https://www.example.com``) of the pages that embed it."""
         if scope not in SCOPES:
             raise InvalidInput(f"scope must be one of {', '.join(SCOPES)}")
+        if expires_at is not None and expires_at <= now:
+            raise InvalidInput("a key cannot expire in the past")
         allowed = tuple(dict.fromkeys(check_origin(o) for o in origins))
         if scope == "tracker" and not allowed:
             raise InvalidInput("a tracker key needs at least one origin (--origin https://…)")
@@ -130,6 +137,7 @@ class KeyRing:
                 "created_at": now,
                 "sigv4_secret": self._seal(aws_secret),
                 "origins": " ".join(allowed) or None,
+                "expires_at": expires_at,
             }
         )
         return NewKey(f"{_PREFIX}_{key_id}_{secret}", principal, access_key_id(key_id), aws_secret)
@@ -224,13 +232,19 @@ class KeyRing:
         record = self.catalog.get_key(parts[1])
         if record is None or record["revoked_at"] is not None:
             raise Unauthorized("invalid API key")
+        expires = record.get("expires_at")
+        if expires is not None and expires <= time.time():
+            raise Unauthorized("this API key has expired")
         if not hmac.compare_digest(record["secret_hash"], _hash(record["salt"], parts[2])):
             raise Unauthorized("invalid API key")
         principal = _principal(record)
+        until = now + _CACHE_SECONDS
+        if expires is not None:
+            until = min(until, now + (expires - time.time()))
         with self._lock:
             if len(self._cache) > 10_000:
                 self._cache.clear()
-            self._cache[presented] = (now + _CACHE_SECONDS, principal)
+            self._cache[presented] = (until, principal)
         return principal
 
 

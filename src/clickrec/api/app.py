@@ -58,5 +58,6 @@ def create_app(engine: Engine) -> FastAPI:
         max_header_bytes=limits.max_header_bytes,
         body_timeout=limits.body_timeout_seconds,
         cors=Cors(engine.keys, {"/v1/events"}, engine.settings.server.cors_origins),
+        audit=engine.catalog.audit,
     )
     return app

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -18,6 +19,8 @@ from clickrec.core.errors import ClickrecError
 from clickrec.keys import KeyRing
 from clickrec.observability.metrics import Metrics
 
+# Routes an admin key may call at volume that change no configuration: not audited.
+DATA_PLANE = {"/v1/events", "/v1/rankings", "/v1/batch-jobs"}
 HSTS = [(b"strict-transport-security", b"max-age=31536000; includeSubDomains")]
 # Every response is JSON (no page of this API may be framed or run a script): a strict
 # policy costs nothing and protects any future HTML page by default.
@@ -105,6 +108,7 @@ class Guard:
         max_header_bytes: int = 16_384,
         body_timeout: float = 10.0,
         cors: Cors | None = None,
+        audit: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.app = app
         self.max_body = max_body
@@ -115,6 +119,7 @@ class Guard:
         self.max_header_bytes = max_header_bytes
         self.body_timeout = body_timeout
         self.cors = cors
+        self.audit = audit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -163,6 +168,7 @@ class Guard:
             if self.metrics is not None:
                 self.metrics.requests.labels(scope["method"], route, str(status)).observe(elapsed)
             _log_request(scope, route, status, elapsed, request_id)
+            self._audit(scope, route, status, request_id)
 
     async def _guarded(self, scope: Scope, receive: Receive, send_with_headers: Any) -> None:
         headers = scope.get("headers", [])
@@ -219,6 +225,32 @@ class Guard:
             return await receive()
 
         await self.app(scope, replay, send_with_headers)
+
+    def _audit(self, scope: Scope, route: str, status: int, request_id: str) -> None:
+        """Every change an admin key makes (not the data plane: events, reads), stored."""
+        principal = scope.get("state", {}).get("principal")
+        if (
+            self.audit is None
+            or getattr(principal, "scope", None) != "admin"
+            or scope["method"] in ("GET", "HEAD", "OPTIONS")
+            or route in DATA_PLANE
+        ):
+            return
+        client = scope.get("client")
+        try:
+            self.audit(
+                {
+                    "at": time.time(),
+                    "actor": f"{principal.name} ({principal.key_id})",
+                    "action": f"{scope['method']} {route}",
+                    "target": scope["path"][:300],
+                    "source": client[0] if client else None,
+                    "status": status,
+                    "request_id": request_id,
+                }
+            )
+        except Exception:  # noqa: BLE001 - the answer is sent; say loudly it was not audited
+            access_log.exception("could not write the audit log entry of %s", request_id)
 
     @property
     def _too_large(self) -> str:

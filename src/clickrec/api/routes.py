@@ -493,3 +493,17 @@ def replay_dead_letters(body: DeadLetterSelection, engine: Eng, _: Admin) -> dic
 def purge_dead_letters(body: DeadLetterSelection, engine: Eng, _: Admin) -> dict[str, int]:
     """Give up on these letters: they are never archived (the log keeps the events)."""
     return {"purged": engine.log.set_dead_state(body.seqs, "purged", engine.clock.now())}
+
+
+@router.get("/v1/audit-log", tags=["operations"])
+def get_audit_log(
+    engine: Eng,
+    _: Admin,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before: Annotated[
+        int | None, Query(ge=1, description="page back: entries below this id")
+    ] = None,
+) -> dict[str, Any]:
+    """Every admin action, newest first: who (key name and id, or cli:<user>), what, on
+    what, when, from where, and the answer's status."""
+    return {"entries": engine.catalog.audit_entries(limit, before)}

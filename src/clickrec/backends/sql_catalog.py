@@ -64,6 +64,7 @@ api_keys = sa.Table(
     # NULL for keys made before SigV4 support.
     sa.Column("sigv4_secret", sa.Text),
     sa.Column("origins", sa.Text),  # a tracker key's allowed origins, space-separated
+    sa.Column("expires_at", sa.Float),
 )
 
 model_versions = sa.Table(
@@ -103,6 +104,19 @@ filters = sa.Table(
     sa.Column("expression", sa.Text, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Float, nullable=False, index=True),
+    sa.Column("actor", sa.String(160), nullable=False),  # key name and id, or cli:<user>
+    sa.Column("action", sa.String(200), nullable=False),  # "PUT /v1/filters/{name}", …
+    sa.Column("target", sa.String(300)),
+    sa.Column("source", sa.String(100)),  # client address, or "local" for the CLI
+    sa.Column("status", sa.Integer),
+    sa.Column("request_id", sa.String(32)),
 )
 
 _JSON_ITEM_FIELDS = ("categories", "tags", "attributes")
@@ -286,6 +300,19 @@ class SQLCatalog:
                 api_keys.update().where(api_keys.c.key_id == key_id).values(sigv4_secret=stored)
             )
 
+    # -- audit -----------------------------------------------------------------------
+    def audit(self, record: dict[str, Any]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(audit_log.insert(), [record])
+
+    def audit_entries(self, limit: int = 100, before: int | None = None) -> list[dict[str, Any]]:
+        """Newest first; ``before`` pages back by id."""
+        query = audit_log.select().order_by(audit_log.c.id.desc()).limit(limit)
+        if before is not None:
+            query = query.where(audit_log.c.id < before)
+        with self.engine.connect() as conn:
+            return [_row(r) for r in conn.execute(query)]
+
     def revoke_key(self, key_id: str, now: float) -> bool:
         with self.engine.begin() as conn:
             result = conn.execute(
@@ -372,7 +399,11 @@ class SQLCatalog:
             return [_row(r) for r in conn.execute(query)]
 
 
-_ADDED_COLUMNS = [("api_keys", "sigv4_secret", "TEXT"), ("api_keys", "origins", "TEXT")]
+_ADDED_COLUMNS = [
+    ("api_keys", "sigv4_secret", "TEXT"),
+    ("api_keys", "origins", "TEXT"),
+    ("api_keys", "expires_at", "FLOAT"),
+]
 """Columns added after their table was first released, for catalogs made before them."""
 
 
