@@ -216,6 +216,10 @@ def test_train_publish_and_hot_swap(client: TestClient, keys: H, engine: Engine)
     assert body["model_version"] == run["model_version"]
     assert body["recipe"] == models["models"][0]["recipe"]
     assert client.get("/v1/training-runs/nope", headers=keys["admin"]).status_code == 404
+    exposition = client.get("/metrics", headers=keys["admin"]).text
+    ndcg = f'clickrec_model_offline_metric{{metric="ndcg@10"}} {run["metrics"]["ndcg@10"]}'
+    assert ndcg in exposition
+    assert 'clickrec_training_run_seconds{state="succeeded"}' in exposition
 
 
 def test_not_enough_data_is_a_clear_failed_run(client: TestClient, keys: H, engine: Engine) -> None:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 from fastapi.testclient import TestClient
+
+from clickrec.backends.sqlite_log import SQLiteEventLog
+from clickrec.engine import Engine
 
 pytestmark = pytest.mark.integration
 H = dict[str, dict[str, str]]
@@ -41,3 +45,38 @@ def test_metrics_need_admin_and_count_events(client: TestClient, keys: H) -> Non
         == 1
     )
     assert sample(text, "process_resident_memory_bytes") > 0
+
+
+def test_freshness_is_measured_for_own_and_tailed_events(
+    client: TestClient, keys: H, engine: Engine
+) -> None:
+    """Events acknowledged here reach recommendations at once; events another process
+    wrote (an import) reach them through the log tail, and both show in /metrics."""
+    events = [{"session_id": "s", "item_id": f"p{i}"} for i in range(3)]
+    assert (
+        client.post("/v1/events", json={"events": events}, headers=keys["ingest"]).status_code
+        == 202
+    )
+    other = SQLiteEventLog(engine.log.path)  # type: ignore[attr-defined]
+    other.append(
+        [
+            {
+                "event_id": "imported",
+                "timestamp": 1.0,
+                "session_id": "s",
+                "item_id": "q",
+                "event_type": "view",
+                "received_at": time.time() - 2.0,
+            }
+        ]
+    )
+    other.close()
+    assert engine.recommender is not None
+    engine.recommender.catch_up()
+    text = client.get("/metrics", headers=keys["admin"]).text
+    name = "clickrec_recommendation_freshness_seconds"
+    own, tail = '{path="own"}', '{path="tail"}'
+    assert sample(text, f"{name}_count", own) == sample(text, f"{name}_count", tail) == 1.0
+    # The imported event was acknowledged two seconds before the tail applied it.
+    assert sample(text, f"{name}_sum", tail) >= 2.0
+    assert sample(text, f"{name}_sum", own) < 1.0

@@ -25,6 +25,8 @@ def create_app(engine: Engine) -> FastAPI:
     app.include_router(router)
     app.include_router(aws.router)  # Amazon Personalize's API, for boto3 (docs/personalize.md)
     metrics = app.state.metrics
+    if engine.recommender is not None:
+        engine.recommender.on_fresh = lambda path, s: metrics.freshness.labels(path).observe(s)
     raw = RawRoutes(
         engine.keys,
         [

@@ -162,6 +162,14 @@ def metrics(request: Request, engine: Eng, _: Admin) -> Response:
         m.dead_letters.labels("archive").set(len(engine.log.dead_letters("archive", limit=10**9)))
         live = engine.catalog.live_model()
         m.model_age.set(engine.clock.now() - live["created_at"] if live else 0.0)
+        m.model_metric.clear()
+        for name, value in ((live or {}).get("metrics", {}).get("holdout") or {}).items():
+            if isinstance(value, int | float):
+                m.model_metric.labels(name).set(value)
+        m.training_seconds.clear()
+        for run in engine.catalog.list_runs(("succeeded", "failed"), limit=1):
+            if run["started_at"] and run["finished_at"]:
+                m.training_seconds.labels(run["state"]).set(run["finished_at"] - run["started_at"])
         m.model_info.clear()
         rec = engine.recommender
         if rec is not None and rec.model_version is not None:

@@ -27,6 +27,9 @@ class Metrics:
     dead_letters: Gauge
     model_age: Gauge
     model_info: Gauge
+    freshness: Histogram
+    model_metric: Gauge
+    training_seconds: Gauge
 
     def render(self, refresh: Callable[[Metrics], None]) -> bytes:
         """The text exposition format, after ``refresh`` has set the scrape-time gauges."""
@@ -79,6 +82,26 @@ def create_metrics() -> Metrics:
             "clickrec_model_info",
             "The model version this server serves (value 1)",
             ["version", "recipe"],
+            registry=registry,
+        ),
+        freshness=Histogram(
+            "clickrec_recommendation_freshness_seconds",
+            "From an event's acknowledgement to recommendations that reflect it (per batch "
+            "applied to the online state: own requests at once, others' through the log tail)",
+            ["path"],
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=registry,
+        ),
+        model_metric=Gauge(
+            "clickrec_model_offline_metric",
+            "The live model's holdout metrics from its training run",
+            ["metric"],
+            registry=registry,
+        ),
+        training_seconds=Gauge(
+            "clickrec_training_run_seconds",
+            "Duration of the latest finished training run, by its state",
+            ["state"],
             registry=registry,
         ),
     )

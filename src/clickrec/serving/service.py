@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,6 +107,9 @@ class Recommender:
         self._local_lock = threading.Lock()
         self._catalog_lock = threading.Lock()
         self.filters = FilterBook(catalog)
+        # Told (path, seconds) per batch applied: how long after its acknowledgement the
+        # batch's oldest event reached the online state ("own" requests, the "tail").
+        self.on_fresh: Callable[[str, float], None] | None = None
         self._item_fields: list[dict[str, Any] | None] = []  # per item index, for filters
         self._columns: tuple[tuple[int, int], CatalogColumns] | None = None
         self._replay(replay_events)
@@ -173,6 +178,8 @@ class Recommender:
             [r["timestamp"] for r in records],
             [r["event_type"] for r in records],
         )
+        if self.on_fresh is not None and records:
+            self.on_fresh("own", time.time() - min(r["received_at"] for r in records))
 
     def _observe(
         self,
@@ -200,7 +207,7 @@ class Recommender:
                     self._local.difference_update(span)
                     self._cursor = span[-1]
                     return len(span)
-            table = self.log_store.read(self._cursor, limit, ONLINE_COLUMNS)
+            table = self.log_store.read(self._cursor, limit, (*ONLINE_COLUMNS, "received_at"))
             if table.num_rows == 0:
                 return 0
             seqs = table.column("seq").to_pylist()
@@ -209,7 +216,11 @@ class Recommender:
                 self._local.difference_update(seqs)
             self._cursor = seqs[-1]
         if fresh:
-            self._apply_table(table.take(fresh))
+            applied = table.take(fresh)
+            self._apply_table(applied.select(list(ONLINE_COLUMNS)))
+            if self.on_fresh is not None:
+                oldest = pc.min(applied.column("received_at")).as_py()
+                self.on_fresh("tail", max(0.0, time.time() - oldest))
         return len(seqs)
 
     def lag(self, last_seq: int) -> int:
