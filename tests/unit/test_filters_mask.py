@@ -301,3 +301,37 @@ def test_a_new_catalog_is_seen_and_results_are_private() -> None:
     changed = ItemTable.from_records([{**CATALOG[0], "author": "zed"}, CATALOG[3]])
     assert f.mask(changed).tolist() == [True, False]
     assert changed.positions(["p3", "nope", "p0"]).tolist() == [1, -1, 0]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_typed_columns_match_the_general_build(seed: int) -> None:
+    """The numpy/Arrow build of common columns equals the per-value one it replaces."""
+    import random
+
+    from clickrec.filters import NumericColumn, TermColumn, column_of
+    from clickrec.filters.compile import _row
+
+    rng = random.Random(seed)
+    words = ["a", "b", "c", "", "3", "x y"]
+    columns = [
+        [rng.choice(words) if rng.random() < 0.8 else None for _ in range(300)],
+        [
+            [rng.choice(words) for _ in range(rng.randint(0, 3))] if rng.random() < 0.8 else None
+            for _ in range(300)
+        ],
+        [
+            rng.uniform(-5, 5) if rng.random() < 0.7 else (None if rng.random() < 0.5 else 7)
+            for _ in range(300)
+        ],
+    ]
+    for values in columns:
+        fast = column_of(values)
+        rows = [_row(v) for v in values]
+        if isinstance(fast, NumericColumn):
+            expected = np.array([r[0] if r else np.nan for r in rows], dtype=np.float64)
+            np.testing.assert_array_equal(fast.values, expected)
+            continue
+        slow = TermColumn.from_rows(rows)
+        assert fast.codes == slow.codes
+        for name in ("items", "item_codes", "offsets", "numbers"):
+            np.testing.assert_array_equal(getattr(fast, name), getattr(slow, name))

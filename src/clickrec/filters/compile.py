@@ -27,6 +27,8 @@ from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from clickrec.filters.ast import (
     Action,
@@ -97,13 +99,24 @@ class TermColumn:
                 code_list.append(code)
         item_of = np.array(item_list, dtype=np.int64)
         code_of = np.array(code_list, dtype=np.int64)
+        return cls.from_codes(len(rows), item_of, code_of, list(codes))
+
+    @classmethod
+    def from_codes(
+        cls,
+        n_items: int,
+        item_of: npt.NDArray[np.int64],
+        code_of: npt.NDArray[np.int64],
+        terms: list[str],
+    ) -> TermColumn:
+        """From (item, term code) pairs in item order and the terms by code."""
         order = np.argsort(code_of, kind="stable")
-        counts = np.bincount(code_of, minlength=len(codes))
+        counts = np.bincount(code_of, minlength=len(terms))
         offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
-        numbers = [as_number(t) for t in codes]
+        numbers = [as_number(t) for t in terms]
         return cls(
-            n_items=len(rows),
-            codes=codes,
+            n_items=n_items,
+            codes={t: c for c, t in enumerate(terms)},
             numbers=np.array([math.nan if x is None else x for x in numbers], dtype=np.float64),
             items=item_of[order],
             item_codes=code_of[order],
@@ -159,10 +172,48 @@ def flatten(record: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def column_of(values: Sequence[object]) -> ItemColumn:
     """A column from one raw value per item: numeric if every present value is one number."""
+    fast = _typed_column(values)
+    if fast is not None:
+        return fast
     rows = [_row(v) for v in values]
     if all(len(r) <= 1 and all(_is_number(x) for x in r) for r in rows):
         return NumericColumn(np.array([r[0] if r else math.nan for r in rows], dtype=np.float64))
     return TermColumn.from_rows(rows)
+
+
+def _typed_column(values: Sequence[object]) -> ItemColumn | None:
+    """``column_of`` for the common columns (numbers, strings, lists of strings, each with
+    gaps), built by numpy and Arrow rather than per value in Python; None for the rest."""
+    kinds = {type(v) for v in values}
+    kinds.discard(type(None))
+    if not kinds:
+        return None
+    if kinds <= {int, float}:
+        try:
+            floats = [math.nan if v is None else v for v in values]
+            return NumericColumn(np.array(floats, dtype=np.float64))
+        except OverflowError:
+            return None
+    try:
+        if kinds == {str}:
+            terms = pa.array(values, pa.string())
+            item_of = np.flatnonzero(terms.is_valid().to_numpy(zero_copy_only=False))
+            terms = terms.drop_null()
+        elif kinds == {list}:
+            lists = pa.array(values, pa.list_(pa.string()))
+            terms = pc.list_flatten(lists)
+            parents = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
+            valid = terms.is_valid().to_numpy(zero_copy_only=False)
+            item_of, terms = parents[valid].astype(np.int64), terms.drop_null()
+        else:
+            return None
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None  # mixed element types: the general path
+    encoded = pc.dictionary_encode(terms)
+    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    return TermColumn.from_codes(
+        len(values), item_of.astype(np.int64), codes, encoded.dictionary.to_pylist()
+    )
 
 
 @dataclass(frozen=True, eq=False)
