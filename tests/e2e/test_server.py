@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,15 +16,10 @@ import pytest
 
 from clickrec.backends.registry import open_data_keys, open_lake
 from clickrec.config import load_settings
+from clickrec.testing.crash import free_port, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 CLI = [sys.executable, "-m", "clickrec.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cli(home: Path, *args: str) -> str:
@@ -43,16 +36,6 @@ def cli(home: Path, *args: str) -> str:
 
 def key_from(output: str) -> str:
     return next(line for line in output.splitlines() if line.startswith("ck_"))
-
-
-def wait_for(check, timeout: float = 60.0, every: float = 0.2):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("timed out waiting")
 
 
 @pytest.fixture

@@ -128,12 +128,12 @@ class Pipeline:
         exploration = Exploration(serve.exploration_weight, serve.exploration_item_age_cutoff_days)
         base = RecipeParams(half_life_hours=cfg.half_life_hours, neighbours=cfg.neighbours)
         split, protocol = holdout(data, cfg.holdout_fraction)
-        scores: dict[str, dict[str, float]] = {}
-        for cand in candidates(base):
-            progress(f"evaluate {cand.name}")
-            scores[cand.name] = evaluate_recipe(
-                cand.recipe,
-                cand.params,
+
+        def evaluate(recipe: str, params: RecipeParams) -> dict[str, float]:
+            """A recipe on this run's holdout, through the serving scorer."""
+            return evaluate_recipe(
+                recipe,
+                params,
                 data,
                 split,
                 facts,
@@ -142,6 +142,11 @@ class Pipeline:
                 serve.history_length,
                 seen_length=serve.seen_length,
             )
+
+        scores: dict[str, dict[str, float]] = {}
+        for cand in candidates(base):
+            progress(f"evaluate {cand.name}")
+            scores[cand.name] = evaluate(cand.recipe, cand.params)
         best = max(candidates(base), key=lambda c: scores[c.name][GATE_METRIC])
         progress(f"fit {best.name}")
         artifact = fit(best.recipe, data, best.params)
@@ -167,22 +172,9 @@ class Pipeline:
         live = self.catalog.live_model()
         live_score = None
         if live is not None:
-
-            def score_live(recipe: str, params: RecipeParams) -> float:
-                result = evaluate_recipe(
-                    recipe,
-                    params,
-                    data,
-                    split,
-                    facts,
-                    exploration,
-                    serve.trending_half_life_hours,
-                    serve.history_length,
-                    seen_length=serve.seen_length,
-                )
-                return result[GATE_METRIC]
-
-            live_score = self._live_score(live, scores, score_live)
+            live_score = self._live_score(
+                live, scores, lambda recipe, params: evaluate(recipe, params)[GATE_METRIC]
+            )
             metrics["gate"] = {
                 "live_version": live["version"],
                 f"live_{GATE_METRIC}": live_score,
