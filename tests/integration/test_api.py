@@ -322,6 +322,7 @@ def test_a_new_catalog_without_events_gets_newest_posts(client: TestClient, keys
     for path in ("/v1/trending", "/v1/recommendations?session_id=first-visit"):
         got = client.get(path, headers=keys["read"]).json()["items"]
         assert [i["item_id"] for i in got] == ["p9", "p5", "p3"]
+        assert {i["reason"] for i in got} == {"new"}  # nobody read them: not "trending"
 
 
 def test_each_request_is_logged_once_without_secrets(

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from clickrec.models.scoring import NEWEST_TIEBREAK
+
 _TITLE_CHARS = 80
 
 
@@ -55,7 +57,7 @@ class Explainer:
         for k, i in enumerate(idx.tolist()):
             terms = {name: float(values[i]) for name, values in parts}
             best = max(terms, key=lambda name: terms[name], default="")
-            if not terms or terms[best] <= 0:
+            if not terms or terms[best] <= 2 * NEWEST_TIEBREAK:
                 out.append("new")  # nothing read it yet: ordered newest first
             elif best == "personal" and anchors[k] >= 0:
                 out.append(f'because you read "{self.title(int(anchors[k]))}"')

@@ -30,7 +30,7 @@ from clickrec.core.schema import reader_column, reader_key
 from clickrec.filters import Context, History
 from clickrec.models.base import Artifact
 from clickrec.models.online import OnlineState, load_bulk
-from clickrec.models.scoring import Exploration, Scorer, top_n
+from clickrec.models.scoring import NEWEST_TIEBREAK, Exploration, Scorer, top_n
 from clickrec.serving.explain import Explainer
 from clickrec.serving.filtering import (
     CatalogColumns,
@@ -441,7 +441,10 @@ class Recommender:
             mask = self._mask(category, selection)
             idx, promoted = self._promote(values, n, mask, promotions, None, rec_id)
             explainer = self._explainer()
-            reasons = [explainer.trending(i, category) for i in idx.tolist()]
+            reasons = [
+                explainer.trending(i, category) if values[i] > 2 * NEWEST_TIEBREAK else "new"
+                for i in idx.tolist()
+            ]
             return self._ranked("trending-now", idx, values, reasons, extras, promoted, rec_id)
 
     def similar(
