@@ -47,6 +47,11 @@ NOT_FOR_READ_KEYS = {
     "POST /v1/training-runs",
     "GET /v1/training-runs/{run_id}",
     "GET /v1/models",
+    "GET /v1/audit-log",
+    "GET /v1/dead-letters",
+    "GET /v1/dead-letters/{seq}",
+    "POST /v1/dead-letters/replay",
+    "POST /v1/dead-letters/purge",
 }
 MIN_REQUESTS = 1000
 
