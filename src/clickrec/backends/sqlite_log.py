@@ -209,8 +209,7 @@ class SQLiteEventLog:
     def append(self, records: Sequence[dict[str, Any]]) -> AppendResult:
         if self._closed:
             raise StoreUnavailable("event log is closed")
-        with self._write_lock:
-            return self._transaction(self._write, [records])[0]
+        return self._blocking_group([records])[0]
 
     async def append_async(self, records: Sequence[dict[str, Any]]) -> AppendResult:
         if self._closed:

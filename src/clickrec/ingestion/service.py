@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from clickrec.backends.base import EventLog
+from clickrec.backends.base import AppendResult, EventLog
 from clickrec.core.clock import Clock
 from clickrec.core.types import Event
 from clickrec.ingestion.validation import to_records
@@ -34,18 +34,16 @@ class Ingestor:
     async def ingest_async(self, events: Sequence[Event]) -> IngestResult:
         """``ingest`` for the event loop (the HTTP API): the log's group commit, no thread
         held while the disk syncs."""
-        now = self.clock.now()
-        records = to_records(events, now)
-        result = await self.log.append_async(records)
-        if self.on_appended is not None and result.inserted:
-            self.on_appended([records[i] for i in result.inserted])
-        return IngestResult(accepted=len(result.inserted), duplicates=result.duplicates)
+        records = to_records(events, self.clock.now())
+        return self._appended(records, await self.log.append_async(records))
 
     def ingest(self, events: Sequence[Event]) -> IngestResult:
         """Store a validated batch all-or-nothing; returns after the log has committed it."""
-        now = self.clock.now()
-        records = to_records(events, now)
-        result = self.log.append(records)
+        records = to_records(events, self.clock.now())
+        return self._appended(records, self.log.append(records))
+
+    def _appended(self, records: list[dict[str, Any]], result: AppendResult) -> IngestResult:
+        """Hand the new records to the online state; what the caller is told."""
         if self.on_appended is not None and result.inserted:
             self.on_appended([records[i] for i in result.inserted])
         return IngestResult(accepted=len(result.inserted), duplicates=result.duplicates)
