@@ -39,7 +39,11 @@ dlq_app = typer.Typer(
     help="Dead letters: events the archive could not process after its retries.",
     no_args_is_help=True,
 )
+users_app = typer.Typer(
+    help="Readers: erase one (the right to be forgotten).", no_args_is_help=True
+)
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
 app.add_typer(batch_app, name="batch")
 app.add_typer(import_app, name="import")
@@ -193,6 +197,7 @@ def serve(
 
     settings = _settings(home)
     _configure_logging(settings.server.log_level)
+    _start_tracing(settings, "server")
     # The log writer thread waits on SQLite with the interpreter lock released; a short
     # switch interval lets it take the lock back quickly while request threads are busy.
     sys.setswitchinterval(0.001)
@@ -223,6 +228,7 @@ def serve(
     finally:
         worker.stop()
         engine.close()
+        _stop_tracing()
 
 
 @app.command()
@@ -238,6 +244,7 @@ def worker(
 
     settings = _settings(home)
     _configure_logging(settings.server.log_level)
+    _start_tracing(settings, "worker")
     engine = Engine(settings, serving=False)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -250,13 +257,30 @@ def worker(
             if parent_pid is not None and os.getppid() != parent_pid:
                 break
     finally:
-        engine.close()
+        engine.close()  # the archive flushes first, so its last spans are in the export
+        _stop_tracing()
 
 
 def _configure_logging(level: str) -> None:
     from clickrec.observability.logs import configure
 
     configure(level)
+
+
+def _start_tracing(settings: Settings, role: str) -> None:
+    """Export this process's spans by OTLP when an endpoint is configured (docs/tracing.md)."""
+    from clickrec.observability import tracing
+
+    endpoint = tracing.configure(settings.tracing, role)
+    if endpoint is not None:
+        logging.getLogger("clickrec.tracing").info("tracing on: spans go to %s", endpoint)
+
+
+def _stop_tracing() -> None:
+    """Flush the spans still queued; waits at most the exporter's timeout."""
+    from clickrec.observability import tracing
+
+    tracing.shutdown()
 
 
 class WorkerProcess:
@@ -455,6 +479,7 @@ def train(home: HomeOpt = None) -> None:
     from clickrec.training.pipeline import execute_run
 
     engine = _engine(home)
+    _start_tracing(engine.settings, "cli")
     try:
         run = engine.catalog.create_run("cli", engine.clock.now())
         with err.status("training…") as status:
@@ -468,6 +493,7 @@ def train(home: HomeOpt = None) -> None:
         done = engine.catalog.get_run(run["id"]) or {}
     finally:
         engine.close()
+        _stop_tracing()
     if done.get("state") != "succeeded":
         err.print(f"[red]training failed:[/red] {done.get('error')}")
         raise typer.Exit(1)
@@ -599,6 +625,45 @@ def dlq_purge(seqs: SeqArgs = None, home: HomeOpt = None) -> None:
     finally:
         engine.close()
     out.print(f"{n} dead letter(s) purged")
+
+
+@users_app.command("erase")
+def users_erase(
+    user_id: Annotated[str, typer.Argument(help="the reader's user id")],
+    wait: Annotated[bool, typer.Option(help="wait until the job is done")] = True,
+    home: HomeOpt = None,
+) -> None:
+    """Erase a reader from the log, the lake, the online state, the catalog and batch
+    outputs. With `clickrec serve` running, its server and worker do the job (as for
+    DELETE /v1/users/{id}); otherwise this command does it."""
+    import threading
+    import time
+
+    engine = _engine(home)
+    try:
+        job = engine.eraser.submit(user_id)
+        _audit_cli(engine, "users erase", f"erasure {job['id']}")
+        out.print(f"erasure {job['id']} started")
+        idle = threading.Event()
+        idle.set()  # do not wait for the lock: held means a worker is running
+        if engine.lake.acquire_writer(idle):
+            try:
+                engine.eraser.run_online(None)
+                engine.eraser.run_lake()
+            finally:
+                engine.lake.release_writer()
+        deadline = time.monotonic() + 600
+        while wait and time.monotonic() < deadline:
+            job = engine.catalog.get_erasure(job["id"]) or job
+            if job["state"] == "done":
+                break
+            time.sleep(0.5)
+    finally:
+        engine.close()
+    counts = ", ".join(f"{k} {v}" for k, v in (job.get("counts") or {}).items())
+    out.print(f"erasure {job['id']}: {job['state']}" + (f" ({counts})" if counts else ""))
+    if wait and job["state"] != "done":
+        raise typer.Exit(1)
 
 
 TEMPORAL_COLUMNS = (

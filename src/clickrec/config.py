@@ -92,6 +92,12 @@ class ServingSettings(Section):
     model_poll_seconds: float = Field(default=1.0, gt=0)
     replay_events: int = Field(default=2_000_000, ge=0)
     """How many of the newest log events rebuild the online state at start-up."""
+    context_weight: float = Field(default=1.0, ge=0, le=4)
+    """How strongly a request's ``context`` bends trending toward what trends among events
+    with the same context values (docs/context.md); 0 ignores contexts."""
+    max_context_values: int = Field(default=64, ge=0, le=1024)
+    """(key, value) pairs of event contexts that get their own trending counts (the first
+    seen); each costs 8 bytes per item."""
 
 
 class EncryptionSettings(Section):
@@ -105,6 +111,17 @@ class EncryptionSettings(Section):
     """Base64 keys, comma-separated, the first encrypts (CLICKREC_DATA_KEY); beats key_file."""
 
 
+class TracingSettings(Section):
+    """OpenTelemetry traces (docs/tracing.md); off unless an OTLP endpoint is set here or
+    in OTEL_EXPORTER_OTLP_ENDPOINT."""
+
+    otlp_endpoint: str = ""
+    """OTLP/HTTP base URL, e.g. ``http://collector:4318`` (``/v1/traces`` is added)."""
+    service_name: str = "clickrec"
+    sample_ratio: float = Field(default=1.0, ge=0, le=1)
+    """Share of new traces kept; a caller's sampled ``traceparent`` is always followed."""
+
+
 class Settings(Section):
     home: Path = Path("var")
     stores: StoreSettings = StoreSettings()
@@ -113,6 +130,7 @@ class Settings(Section):
     training: TrainingSettings = TrainingSettings()
     serving: ServingSettings = ServingSettings()
     encryption: EncryptionSettings = EncryptionSettings()
+    tracing: TracingSettings = TracingSettings()
 
     def store_path(self, url: str) -> Path:
         """The local path of a sqlite:/// or file:// URL, relative ones under the home."""

@@ -15,6 +15,7 @@ from clickrec.backends.registry import open_catalog, open_data_keys, open_event_
 from clickrec.batch import JobRunner
 from clickrec.config import Settings
 from clickrec.core.clock import Clock, SystemClock
+from clickrec.erasure import Eraser
 from clickrec.ingestion.archive import ArchiveConsumer
 from clickrec.ingestion.service import Ingestor
 from clickrec.keys import KeyRing
@@ -52,16 +53,24 @@ class Engine:
         )
         self.trainer = Trainer(self.pipeline, self.catalog, self.log, settings.training, self.clock)
         self.archive = ArchiveConsumer(self.log, self.lake)
+        self.eraser = Eraser(self.catalog, self.log, self.lake, self.clock, settings.home / "batch")
+        self.archive.between_batches = self.eraser.run_lake_safely
         self.recommender: Recommender | None = None
         if serving:
             s = settings.serving
             self.recommender = Recommender(
                 self.log,
                 self.catalog,
-                OnlineState(s.trending_half_life_hours, s.history_length, s.seen_length),
+                OnlineState(
+                    s.trending_half_life_hours,
+                    s.history_length,
+                    s.seen_length,
+                    s.max_context_values,
+                ),
                 Exploration(s.exploration_weight, s.exploration_item_age_cutoff_days),
                 s.replay_events,
                 self.data_keys,
+                s.context_weight,
             )
         if self.recommender is not None:
             self.log.before_commit = self.recommender.claim
@@ -86,15 +95,27 @@ class Engine:
         if rec is not None:
             poll = self.settings.serving.model_poll_seconds
             jobs.append(("refresher", lambda: rec.run_background(self._stop, 0.25, poll)))
+            jobs.append(("eraser", lambda: self._erase_forever(rec)))
         for name, target in jobs:
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
 
+    def _erase_forever(self, rec: Recommender) -> None:
+        """The serving process's part of reader erasures, as they are asked for."""
+        while not self._stop.is_set():
+            try:
+                self.eraser.run_online(rec)
+            except Exception:  # noqa: BLE001 - the catalog may be briefly unavailable
+                log.exception("erasure pass failed")
+            self.eraser.wake.wait(1.0)
+            self.eraser.wake.clear()
+
     def close(self) -> None:
         """Stop background work (the archive flushes what is left), then close stores."""
         self._stop.set()
         self.trainer.wake.set()
+        self.eraser.wake.set()
         for t in self._threads:
             t.join(timeout=60)
         self._threads.clear()

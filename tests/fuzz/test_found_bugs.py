@@ -47,3 +47,21 @@ def test_a_lone_surrogate_in_attributes_is_refused_not_a_500(
     response = plain_client.put(path, content=body, headers=headers)
     assert 400 <= response.status_code < 500, (response.status_code, response.text)
     assert "error" in response.json()
+
+
+# A seq past SQLite's 64-bit integers raised OverflowError in the driver -> 500.
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/v1/dead-letters/replay", {"seqs": [2**63]}),
+        ("POST", "/v1/dead-letters/purge", {"seqs": [1, 10**30]}),
+        ("GET", f"/v1/dead-letters/{2**64}", None),
+    ],
+    ids=["replay", "purge", "show"],
+)
+def test_a_seq_beyond_64_bits_is_a_422_not_a_500(
+    plain_client: TestClient, keys: H, method: str, path: str, body: object
+) -> None:
+    response = plain_client.request(method, path, json=body, headers=keys["admin"])
+    assert response.status_code == 422, (response.status_code, response.text)
+    assert "seq" in response.text

@@ -48,10 +48,14 @@ NOT_FOR_READ_KEYS = {
     "GET /v1/training-runs/{run_id}",
     "GET /v1/models",
     "GET /v1/audit-log",
+    "GET /v1/dashboard/data",
     "GET /v1/dead-letters",
     "GET /v1/dead-letters/{seq}",
     "POST /v1/dead-letters/replay",
     "POST /v1/dead-letters/purge",
+    "DELETE /v1/users/{user_id}",
+    "GET /v1/erasures",
+    "GET /v1/erasures/{erasure_id}",
 }
 MIN_REQUESTS = 1000
 

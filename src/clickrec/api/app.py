@@ -5,13 +5,14 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from clickrec import __version__
-from clickrec.api import aws, errors
+from clickrec.api import aws, dashboard, errors
 from clickrec.api.guard import Cors, Guard
 from clickrec.api.limits import Rate, RateLimiter
 from clickrec.api.raw import RawRoute, RawRoutes
 from clickrec.api.routes import ingest_events, router
 from clickrec.engine import Engine
 from clickrec.observability.metrics import create_metrics
+from clickrec.observability.series import Sample, Series, read_counters
 
 
 def create_app(engine: Engine) -> FastAPI:
@@ -24,7 +25,9 @@ def create_app(engine: Engine) -> FastAPI:
     errors.install(app)
     app.include_router(router)
     app.include_router(aws.router)  # Amazon Personalize's API, for boto3 (docs/personalize.md)
+    app.include_router(dashboard.router)  # GET /dashboard: the built-in operations page
     metrics = app.state.metrics
+    app.state.series = Series(Sample(engine.clock.now(), read_counters(metrics)))
     if engine.recommender is not None:
         engine.recommender.on_fresh = lambda path, s: metrics.freshness.labels(path).observe(s)
     raw = RawRoutes(

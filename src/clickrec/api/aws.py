@@ -400,6 +400,9 @@ async def _put_events(request: Request, engine: Engine, body: bytes) -> dict[str
     metrics.events_accepted.inc(result.accepted)
     metrics.events_duplicate.inc(result.duplicates)
     metrics.batch_size.observe(len(events))
+    clicks = sum(e.recommendation_id is not None for e in events)
+    if clicks:  # as in POST /v1/events: a batch with repeats counts at most accepted
+        metrics.recommendation_clicks.inc(min(clicks, result.accepted))
     return {}
 
 
@@ -450,10 +453,13 @@ async def _get_recommendations(request: Request, engine: Engine, body: bytes) ->
         if req.promotions:
             raise InvalidInput("promotions: not supported with itemId (related items)")
         ranked = rec.similar(req.itemId, n, None, selection, req.userId, extras)
+        endpoint = "similar"
     elif req.userId is not None:
-        ranked = rec.recommend(req.userId, None, n, None, selection, extras)
+        ranked = rec.recommend(req.userId, None, n, None, selection, extras, req.context)
+        endpoint = "recommendations"
     else:
         raise InvalidInput("give userId, or itemId for related items")
+    request.app.state.metrics.recommendations_served.labels(endpoint).inc()
     return {"itemList": _item_list(ranked, columns), "recommendationId": ranked.recommendation_id}
 
 
@@ -465,7 +471,9 @@ async def _get_personalized_ranking(
     rec = _recommender(engine)
     selection = _selection(req.filterArn, req.filterValues, "filterArn")
     columns = _metadata_columns(req.metadataColumns)
-    ranked = rec.rank(req.userId, None, req.inputList, selection, _extras(columns, None))
+    extras = _extras(columns, None)
+    ranked = rec.rank(req.userId, None, req.inputList, selection, extras, req.context)
+    request.app.state.metrics.recommendations_served.labels("rankings").inc()
     return {
         "personalizedRanking": _item_list(ranked, columns),
         "recommendationId": ranked.recommendation_id,

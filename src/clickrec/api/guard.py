@@ -17,19 +17,30 @@ from clickrec.api.limits import RateLimiter, retry_after
 from clickrec.api.raw import RawRoutes
 from clickrec.core.errors import ClickrecError
 from clickrec.keys import KeyRing
+from clickrec.observability import tracing
 from clickrec.observability.metrics import Metrics
 
 # Routes an admin key may call at volume that change no configuration: not audited.
 DATA_PLANE = {"/v1/events", "/v1/rankings", "/v1/batch-jobs"}
 HSTS = [(b"strict-transport-security", b"max-age=31536000; includeSubDomains")]
-# Every response is JSON (no page of this API may be framed or run a script): a strict
-# policy costs nothing and protects any future HTML page by default.
+# Every response but the dashboard page (PAGES) is JSON or a static file: none may be
+# framed or run a script. A strict policy costs nothing and protects any new page by default.
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
     (b"cache-control", b"no-store"),
     (b"x-frame-options", b"DENY"),
     (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
+]
+# The one HTML page, the built-in dashboard (api/dashboard.py), runs its own script and
+# style files and fetches its data: from this origin only, still no inline code.
+PAGE_CSP = (
+    b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    b"connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+PAGES = {"/dashboard"}
+PAGE_HEADERS = [
+    (k, PAGE_CSP if k == b"content-security-policy" else v) for k, v in SECURITY_HEADERS
 ]
 
 
@@ -49,8 +60,22 @@ def _log_request(scope: Scope, route: str, status: int, elapsed: float, request_
             "status": status,
             "ms": round(elapsed * 1000, 2),
             "key": getattr(principal, "name", None),
+            **tracing.log_ids(),
         }
     )
+
+
+# Routes whose path names a reader: their audit entries keep the route, not the id.
+_PRIVATE_ROUTES = {"/v1/users/{user_id:path}"}
+
+
+def _audit_target(scope: Scope, route: str) -> str:
+    """What an audit entry names: the handler's choice, else the path (the route for
+    paths that name a reader, so that erasing them leaves no trace in the audit log)."""
+    chosen = scope.get("state", {}).get("audit_target")
+    if chosen:
+        return str(chosen)[:300]
+    return route if route in _PRIVATE_ROUTES else str(scope["path"])[:300]
 
 
 class Cors:
@@ -124,8 +149,13 @@ class Guard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
-            return
+        elif not tracing.enabled():
+            await self._serve(scope, receive, send)
+        else:
+            with tracing.request_span(scope["method"], scope.get("headers", [])):
+                await self._serve(scope, receive, send)
 
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         request_id = secrets.token_hex(8)
         status = 0
@@ -142,7 +172,7 @@ class Guard:
                 status = message["status"]
                 message["headers"] = [
                     *message.get("headers", []),
-                    *SECURITY_HEADERS,
+                    *(PAGE_HEADERS if scope["path"] in PAGES else SECURITY_HEADERS),
                     *(HSTS if scope.get("scheme") == "https" else ()),
                     *cors_headers,
                     (b"x-request-id", request_id.encode()),
@@ -157,6 +187,7 @@ class Guard:
                 await send_with_headers({"type": "http.response.start", "status": 204})
                 await send_with_headers({"type": "http.response.body", "body": b""})
             elapsed = time.perf_counter() - started
+            tracing.finish_request(scope["method"], "preflight", status, request_id)
             _log_request(scope, "preflight", status, elapsed, request_id)
             return
 
@@ -167,6 +198,7 @@ class Guard:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             if self.metrics is not None:
                 self.metrics.requests.labels(scope["method"], route, str(status)).observe(elapsed)
+            tracing.finish_request(scope["method"], route, status, request_id)
             _log_request(scope, route, status, elapsed, request_id)
             self._audit(scope, route, status, request_id)
 
@@ -243,7 +275,7 @@ class Guard:
                     "at": time.time(),
                     "actor": f"{principal.name} ({principal.key_id})",
                     "action": f"{scope['method']} {route}",
-                    "target": scope["path"][:300],
+                    "target": _audit_target(scope, route),
                     "source": client[0] if client else None,
                     "status": status,
                     "request_id": request_id,

@@ -16,6 +16,7 @@ from clickrec.api.schemas import (
     BatchJobBody,
     BatchJobView,
     DeadLetterSelection,
+    ErasureView,
     FilterBody,
     FilterValues,
     FilterView,
@@ -28,13 +29,15 @@ from clickrec.api.schemas import (
 )
 from clickrec.batch import JobRunner
 from clickrec.core.errors import Conflict, FieldError, InvalidInput, NotFound, StoreUnavailable
-from clickrec.core.types import EventBatch, ItemBatch, UserBatch
+from clickrec.core.types import Context, EventBatch, ItemBatch, UserBatch
 from clickrec.engine import Engine
+from clickrec.erasure import view as erasure_view
 from clickrec.filters import parse as parse_filter
 from clickrec.keys import Principal
+from clickrec.observability import tracing
 from clickrec.observability.metrics import Metrics
 from clickrec.serving.filtering import check_expression
-from clickrec.serving.service import Extras, Promotion, Recommender, Selection
+from clickrec.serving.service import Extras, Promotion, Ranked, Recommender, Selection
 
 router = APIRouter()
 Eng = Annotated[Engine, Depends(deps.engine)]
@@ -66,7 +69,16 @@ OptPromotions = Annotated[
         '[{"name", "percent_promoted_items", "filter", "filter_values"}]',
     ),
 ]
+OptContext = Annotated[
+    str | None,
+    Query(
+        max_length=8192,
+        description='JSON object of the request\'s context, e.g. {"device": "phone"}: '
+        "trending leans toward what trends among events with the same context",
+    ),
+]
 _FILTER_VALUES: TypeAdapter[dict[str, str]] = TypeAdapter(FilterValues)
+_CONTEXT: TypeAdapter[dict[str, str]] = TypeAdapter(Context)
 _COLUMNS: TypeAdapter[list[str]] = TypeAdapter(MetadataColumns)
 _PROMOTIONS: TypeAdapter[list[PromotionBody]] = TypeAdapter(Promotions)
 
@@ -102,6 +114,16 @@ def _extras(
             for p in promotions
         ),
     )
+
+
+def _context(raw: str | None) -> dict[str, str] | None:
+    """A request's context map (a JSON object in a query string)."""
+    if raw is None:
+        return None
+    try:
+        return _CONTEXT.validate_json(raw)
+    except ValidationError as exc:
+        raise _invalid("context", exc) from exc
 
 
 def _selection(name: str | None, values: str | dict[str, str] | None) -> Selection | None:
@@ -202,11 +224,25 @@ async def post_events(request: Request, engine: Eng, _: Ingest) -> JSON:
 async def ingest_events(engine: Engine, metrics: Metrics, body: bytes) -> JSON:
     """Parse and validate on the event loop (pydantic's JSON parser, ~5 µs an event), then
     wait for the group commit without holding a thread."""
-    batch = errors.parse_body(EventBatch, body)
+    with tracing.span("validate"):
+        batch = errors.parse_body(EventBatch, body)
     result = await engine.ingestor.ingest_async(batch.events)
+    if tracing.enabled():
+        tracing.annotate(
+            {
+                "clickrec.events.batch_size": len(batch.events),
+                "clickrec.events.accepted": result.accepted,
+                "clickrec.events.duplicates": result.duplicates,
+            }
+        )
     metrics.events_accepted.inc(result.accepted)
     metrics.events_duplicate.inc(result.duplicates)
     metrics.batch_size.observe(len(batch.events))
+    # Clicks on recommendations (the online CTR); a repeated event is not a new click, but
+    # which ones repeated is unknown here, so a batch with repeats counts at most accepted.
+    clicks = sum(e.recommendation_id is not None for e in batch.events)
+    if clicks:
+        metrics.recommendation_clicks.inc(min(clicks, result.accepted))
     return JSON({"accepted": result.accepted, "duplicates": result.duplicates}, status_code=202)
 
 
@@ -219,6 +255,13 @@ def put_items(batch: ItemBatch, engine: Eng, _: Ingest) -> dict[str, int]:
     return {"upserted": len(records)}
 
 
+def _served(request: Request, endpoint: str, ranked: Ranked) -> JSON:
+    """The answer to a recommendation request, counted as served (the online CTR's
+    denominator)."""
+    request.app.state.metrics.recommendations_served.labels(endpoint).inc()
+    return JSON(ranked.as_dict())
+
+
 def _public_item(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if k not in ("deleted", "change_seq")}
 
@@ -228,6 +271,7 @@ def _public_item(row: dict[str, Any]) -> dict[str, Any]:
     "/v1/items/{item_id:path}/similar", response_model=RecommendationList, tags=["recommendations"]
 )
 async def similar(
+    request: Request,
     item_id: str,
     rec: Rec,
     _: Read,
@@ -242,7 +286,8 @@ async def similar(
     with ``user_id``, that reader's interactions and profile."""
     selection = _selection(filter, filter_values)
     extras = _extras(metadata_columns)
-    return JSON(rec.similar(item_id, num_results, category, selection, user_id, extras).as_dict())
+    ranked = rec.similar(item_id, num_results, category, selection, user_id, extras)
+    return _served(request, "similar", ranked)
 
 
 @router.get("/v1/items/{item_id:path}", tags=["catalog"])
@@ -288,8 +333,37 @@ def get_user(
     }
 
 
+UserIdPath = Annotated[str, Path(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+
+@router.delete(
+    "/v1/users/{user_id:path}", status_code=202, response_model=ErasureView, tags=["catalog"]
+)
+def erase_user(user_id: UserIdPath, request: Request, engine: Eng, _: Admin) -> dict[str, Any]:
+    """Erase a reader: online history, profile, events (theirs and their sessions'), the
+    lake's copies and batch outputs. Returns a job to follow at GET /v1/erasures/{id}; when
+    it is ``done`` no byte of the reader's ids is left in the engine's files."""
+    job = engine.eraser.submit(user_id)
+    request.state.audit_target = f"erasure {job['id']}"  # the audit log never names them
+    return erasure_view(job)
+
+
+@router.get("/v1/erasures", tags=["catalog"])
+def list_erasures(engine: Eng, _: Admin) -> dict[str, Any]:
+    return {"erasures": [erasure_view(j) for j in engine.catalog.list_erasures()]}
+
+
+@router.get("/v1/erasures/{erasure_id}", response_model=ErasureView, tags=["catalog"])
+def get_erasure(erasure_id: str, engine: Eng, _: Admin) -> dict[str, Any]:
+    job = engine.catalog.get_erasure(erasure_id)
+    if job is None:
+        raise NotFound(f"unknown erasure: {erasure_id}")
+    return erasure_view(job)
+
+
 @router.get("/v1/recommendations", response_model=RecommendationList, tags=["recommendations"])
 async def recommendations(
+    request: Request,
     rec: Rec,
     _: Read,
     user_id: OptId = None,
@@ -300,15 +374,19 @@ async def recommendations(
     filter_values: OptFilterValues = None,
     metadata_columns: OptColumns = None,
     promotions: OptPromotions = None,
+    context: OptContext = None,
 ) -> JSON:
     selection = _selection(filter, filter_values)
     extras = _extras(metadata_columns, promotions)
-    ranked = rec.recommend(user_id, session_id, num_results, category, selection, extras)
-    return JSON(ranked.as_dict())
+    ranked = rec.recommend(
+        user_id, session_id, num_results, category, selection, extras, _context(context)
+    )
+    return _served(request, "recommendations", ranked)
 
 
 @router.get("/v1/trending", response_model=RecommendationList, tags=["recommendations"])
 async def trending(
+    request: Request,
     rec: Rec,
     _: Read,
     num_results: NumResults = 25,
@@ -317,18 +395,20 @@ async def trending(
     filter_values: OptFilterValues = None,
     metadata_columns: OptColumns = None,
     promotions: OptPromotions = None,
+    context: OptContext = None,
 ) -> JSON:
     selection = _selection(filter, filter_values)
     extras = _extras(metadata_columns, promotions)
-    return JSON(rec.trending(num_results, category, selection, extras).as_dict())
+    ranked = rec.trending(num_results, category, selection, extras, _context(context))
+    return _served(request, "trending", ranked)
 
 
 @router.post("/v1/rankings", response_model=RecommendationList, tags=["recommendations"])
-async def rankings(body: RankingRequest, rec: Rec, _: Read) -> JSON:
+async def rankings(request: Request, body: RankingRequest, rec: Rec, _: Read) -> JSON:
     selection = _selection(body.filter, body.filter_values)
     extras = _extras(body.metadata_columns)
-    ranked = rec.rank(body.user_id, body.session_id, body.item_ids, selection, extras)
-    return JSON(ranked.as_dict())
+    ranked = rec.rank(body.user_id, body.session_id, body.item_ids, selection, extras, body.context)
+    return _served(request, "rankings", ranked)
 
 
 # -- filters ---------------------------------------------------------------------------------
@@ -482,7 +562,9 @@ def list_dead_letters(
 
 
 @router.get("/v1/dead-letters/{seq}", tags=["operations"])
-def get_dead_letter(seq: Annotated[int, Path(ge=1)], engine: Eng, _: Admin) -> dict[str, Any]:
+def get_dead_letter(
+    seq: Annotated[int, Path(ge=1, lt=2**63)], engine: Eng, _: Admin
+) -> dict[str, Any]:
     """One dead letter and the event it holds (as stored in the log)."""
     found = engine.log.dead_letters(None, ("parked", "replay", "done", "purged"), [seq])
     if not found:

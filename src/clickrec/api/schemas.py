@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from clickrec.core.types import FilterName, FilterValues, Id, MetadataColumns
+from clickrec.core.types import Context, FilterName, FilterValues, Id, MetadataColumns
 
 
 class PromotionBody(BaseModel):
@@ -35,6 +35,7 @@ class RankingRequest(BaseModel):
     filter: FilterName | None = None
     filter_values: FilterValues | None = None
     metadata_columns: MetadataColumns | None = None
+    context: Context | None = None
 
 
 class FilterBody(BaseModel):
@@ -78,6 +79,18 @@ class RunState(BaseModel):
     state: str
 
 
+class ErasureView(BaseModel):
+    """An erasure job: ``pending`` (online state, log, profile), ``lake`` (rewriting the
+    lake's files), ``done``. ``counts`` says what was removed; the ids are never shown."""
+
+    id: str
+    state: str
+    created_at: float
+    finished_at: float | None = None
+    counts: dict[str, int] = {}
+    error: str | None = None
+
+
 class Health(BaseModel):
     status: str
     checks: dict[str, Any] = {}
@@ -111,4 +124,54 @@ class DeadLetterSelection(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    seqs: list[Annotated[int, Field(ge=1)]] | None = Field(default=None, max_length=10_000)
+    seqs: list[Annotated[int, Field(ge=1, lt=2**63)]] | None = Field(
+        default=None, max_length=10_000
+    )
+
+
+# -- the built-in dashboard (GET /v1/dashboard/data) -------------------------------------------
+class ChartLine(BaseModel):
+    """One line of a chart: values ``v`` at times ``t``; null where there was no data."""
+
+    name: str
+    t: list[float] = Field(description="Unix seconds")
+    v: list[float | None]
+
+
+class CtrTotals(BaseModel):
+    """Since this process started: events accepted, recommendation lists served, events
+    that carry a recommendation_id (clicks), and clicks per list served."""
+
+    events: float
+    served: float
+    clicks: float
+    ctr: float | None
+
+
+class DashboardModel(BaseModel):
+    version: str
+    created_at: float
+    recipe: str
+    live: bool
+    served: bool = Field(description="the version this process answers with")
+    metrics: dict[str, float] = Field(description="offline metrics on the training holdout")
+
+
+class DashboardItem(BaseModel):
+    item_id: str
+    title: str | None
+    score: float
+
+
+class DashboardData(BaseModel):
+    at: float
+    started_at: float
+    sample_seconds: float
+    events_per_minute: ChartLine
+    latency_ms: list[ChartLine] = Field(description="recommendation routes: p50, p95, p99")
+    consumer_lag: list[ChartLine] = Field(description="log events behind, per consumer")
+    dead_letters: ChartLine
+    ctr: ChartLine
+    totals: CtrTotals
+    models: list[DashboardModel]
+    trending: list[DashboardItem]

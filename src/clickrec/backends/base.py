@@ -20,6 +20,9 @@ class AppendResult:
     duplicates: int
 
 
+TRACEPARENT = "_traceparent"  # a flag on the first record of a traced append (see append)
+
+
 class EventLog(Protocol):
     """The durable, ordered stream of events (the role Kinesis plays)."""
 
@@ -33,7 +36,8 @@ class EventLog(Protocol):
         Returns only after the records are committed. A record whose ``event_id`` is already
         in the log (or earlier in the same call) is a duplicate and is not stored again;
         a record flagged ``_fresh_id`` carries an id the server just made, so the log need
-        not look it up.
+        not look it up. When the first record carries ``TRACEPARENT`` (tracing is on), the
+        log keeps (seq range → traceparent) of the call for ``trace_links``.
         Thread-safe.
         """
         ...
@@ -94,6 +98,24 @@ class EventLog(Protocol):
         """The events with these seqs, in seq order."""
         ...
 
+    def trace_links(self, first_seq: int, last_seq: int, limit: int) -> list[tuple[int, int, str]]:
+        """Up to ``limit`` (first_seq, last_seq, traceparent) of traced appends that overlap
+        the seq range, oldest first: how a consumer's span links to the events' arrival."""
+        ...
+
+    def prune_trace_links(self, through_seq: int) -> int:
+        """Forget the trace links of appends wholly at or below ``through_seq``; count them."""
+        ...
+
+    def erase_reader(self, user_id: str) -> tuple[int, list[str]]:
+        """Delete the reader's events and those of their sessions with no user id, leaving
+        no copy in the store's files once ``scrub`` ran; (events deleted, session ids)."""
+        ...
+
+    def scrub(self, attempts: int = 50) -> bool:
+        """Remove superseded copies of deleted rows (a write-ahead log); False if busy."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -129,6 +151,10 @@ class Lake(Protocol):
 
     def rewrite_part(self, path: Path) -> None:
         """Rewrite one part atomically under the active data key (key rotation)."""
+        ...
+
+    def replace_part(self, path: Path, table: pa.Table) -> None:
+        """Replace one part's rows atomically (erasure); no rows removes the part."""
         ...
 
     def acquire_writer(self, stop: threading.Event, poll: float = 0.2) -> bool:

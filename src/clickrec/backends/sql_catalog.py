@@ -6,6 +6,7 @@ Lists and maps are stored as JSON text so both databases read them the same way.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -119,8 +120,22 @@ audit_log = sa.Table(
     sa.Column("request_id", sa.String(32)),
 )
 
+# Erasures of readers (DELETE /v1/users/{id}). ``subject`` holds the reader's ids only
+# while the job runs: it is cleared when the job ends, and the file then compacted.
+erasures = sa.Table(
+    "erasures",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False, index=True),  # pending|lake|done|failed
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("finished_at", sa.Float),
+    sa.Column("subject", sa.Text),
+    sa.Column("counts", sa.Text, nullable=False, default="{}"),
+    sa.Column("error", sa.Text),
+)
+
 _JSON_ITEM_FIELDS = ("categories", "tags", "attributes")
-_JSON_FIELDS = {"categories", "tags", "attributes", "metrics", "info"}
+_JSON_FIELDS = {"categories", "tags", "attributes", "metrics", "info", "counts", "subject"}
 
 
 def _dumps(value: Any) -> str:
@@ -128,7 +143,11 @@ def _dumps(value: Any) -> str:
 
 
 def _row(row: sa.Row[Any]) -> dict[str, Any]:
-    out = dict(row._mapping)
+    return _row_dict(dict(row._mapping))
+
+
+def _row_dict(out: dict[str, Any]) -> dict[str, Any]:
+    """JSON text columns decoded (an empty one as {})."""
     for key in _JSON_FIELDS & out.keys():
         out[key] = orjson.loads(out[key]) if out[key] else {}
     return out
@@ -252,6 +271,76 @@ class SQLCatalog:
         with self.engine.connect() as conn:
             row = conn.execute(users.select().where(users.c.user_id == user_id)).first()
         return _row(row) if row else None
+
+    def delete_user(self, user_id: str) -> bool:
+        with self.engine.begin() as conn:
+            return conn.execute(users.delete().where(users.c.user_id == user_id)).rowcount > 0
+
+    # -- erasures ----------------------------------------------------------------------
+    def add_erasure(self, subject: dict[str, Any], now: float) -> dict[str, Any]:
+        row = {
+            "id": uuid.uuid4().hex[:16],
+            "state": "pending",
+            "created_at": now,
+            "subject": _dumps(subject),
+            "counts": "{}",
+        }
+        with self.engine.begin() as conn:
+            conn.execute(erasures.insert(), [row])
+        return _row_dict(row)
+
+    def get_erasure(self, erasure_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(erasures.select().where(erasures.c.id == erasure_id)).first()
+        return _row(row) if row else None
+
+    def list_erasures(
+        self, states: Iterable[str] | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Oldest first, so jobs run in the order they were asked for."""
+        query = erasures.select().order_by(erasures.c.created_at).limit(limit)
+        if states is not None:
+            query = query.where(erasures.c.state.in_(list(states)))
+        with self.engine.connect() as conn:
+            return [_row(r) for r in conn.execute(query)]
+
+    def update_erasure(self, erasure_id: str, expect: str | None = None, **values: Any) -> bool:
+        """Set fields (``counts``/``subject`` as objects); with ``expect``, only if the job
+        is still in that state (False otherwise: another process moved it)."""
+        for name in ("counts", "subject"):
+            if values.get(name) is not None:
+                values[name] = _dumps(values[name])
+        query = erasures.update().where(erasures.c.id == erasure_id)
+        if expect is not None:
+            query = query.where(erasures.c.state == expect)
+        with self.engine.begin() as conn:
+            return conn.execute(query.values(**values)).rowcount > 0
+
+    def scrub_audit(self, targets: list[str], replacement: str) -> int:
+        """Replace these exact audit targets (paths that named an erased reader)."""
+        with self.engine.begin() as conn:
+            return int(
+                conn.execute(
+                    audit_log.update()
+                    .where(audit_log.c.target.in_(targets))
+                    .values(target=replacement)
+                ).rowcount
+            )
+
+    def compact(self) -> None:
+        """Rebuild the database file so deleted rows leave no copy in free pages or the
+        write-ahead log (SQLite: VACUUM, then a truncating checkpoint). On PostgreSQL,
+        deleted tuples are left to its own VACUUM and to disk encryption (docs/security.md)."""
+        if self.engine.dialect.name != "sqlite":
+            return
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            conn.exec_driver_sql("VACUUM")
+            for _ in range(50):
+                busy = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").scalar()
+                if not busy:
+                    break
+                time.sleep(0.1)
 
     # -- filters -----------------------------------------------------------------------
     def put_filter(self, name: str, expression: str, now: float) -> dict[str, Any]:
@@ -426,4 +515,5 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA secure_delete=ON")  # deleted rows are overwritten (erasure)
     cursor.close()

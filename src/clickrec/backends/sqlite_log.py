@@ -12,6 +12,7 @@ import functools
 import operator
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -19,13 +20,13 @@ from typing import Any
 
 import pyarrow as pa
 
-from clickrec.backends.base import AppendResult
+from clickrec.backends.base import TRACEPARENT, AppendResult
 from clickrec.core.errors import StoreUnavailable
 from clickrec.core.schema import EVENT_COLUMNS, EVENT_SCHEMA
 
-_DDL = """
+_EVENTS_TABLE = """
 CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY,
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
     event_id TEXT NOT NULL UNIQUE,
     timestamp REAL NOT NULL,
     user_id TEXT,
@@ -38,7 +39,10 @@ CREATE TABLE IF NOT EXISTS events (
     context TEXT,
     properties TEXT,
     received_at REAL NOT NULL
-);
+)"""
+_DDL = (
+    _EVENTS_TABLE
+    + """;
 DROP INDEX IF EXISTS events_user;
 DROP INDEX IF EXISTS events_session;
 CREATE TABLE IF NOT EXISTS offsets (consumer TEXT PRIMARY KEY, seq INTEGER NOT NULL);
@@ -53,6 +57,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     replayed_at REAL
 );
 """
+)
 _DEAD_COLUMNS = (
     "seq",
     "consumer",
@@ -152,6 +157,29 @@ def _connect(path: Path, busy_ms: int = 30_000) -> sqlite3.Connection:
     return conn
 
 
+def _ensure_autoincrement(conn: sqlite3.Connection) -> None:
+    """Give a log made before erasure existed seqs that are never reused: without
+    AUTOINCREMENT, erasing the newest event would hand its seq to the next one, which
+    consumers that already passed that seq would then skip. One copy, in one transaction."""
+    (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'events'").fetchone()
+    if "AUTOINCREMENT" in sql.upper():
+        return
+    columns = ", ".join(EVENT_COLUMNS)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("ALTER TABLE events RENAME TO events_before_autoincrement")
+        conn.execute(_EVENTS_TABLE)
+        conn.execute(
+            f"INSERT INTO events ({columns}) SELECT {columns} "  # nosec B608
+            "FROM events_before_autoincrement ORDER BY seq"
+        )
+        conn.execute("DROP TABLE events_before_autoincrement")
+        conn.execute("COMMIT")
+    except Exception:
+        conn.execute("ROLLBACK")
+        raise
+
+
 def _to_table(rows: list[tuple[Any, ...]], names: Sequence[str] = EVENT_COLUMNS) -> pa.Table:
     columns: list[Any] = list(zip(*rows, strict=True)) if rows else [[] for _ in names]
     schema = pa.schema([EVENT_SCHEMA.field(n) for n in names])
@@ -171,6 +199,37 @@ def _select(columns: Sequence[str] | None) -> tuple[str, Sequence[str]]:
     if unknown:
         raise ValueError(f"unknown event columns: {sorted(unknown)}")
     return f"SELECT {', '.join(names)} FROM events", names  # nosec B608
+
+
+# Tracing's side table: the trace context of each traced append, by its seq range, written
+# in the append's own transaction (no extra sync) and pruned as the archive advances. Rows
+# are only written while tracing is on; they hold no event data.
+_TRACE_DDL = """
+CREATE TABLE IF NOT EXISTS trace_links (
+    last_seq INTEGER PRIMARY KEY,
+    first_seq INTEGER NOT NULL,
+    traceparent TEXT NOT NULL
+);
+"""
+
+
+def _keep_trace_links(
+    conn: sqlite3.Connection,
+    batches: list[Sequence[dict[str, Any]]],
+    results: list[AppendResult],
+) -> None:
+    """Store (seq range → traceparent) of each batch whose first record carries one."""
+    links = [
+        (result.seqs[0], result.seqs[-1], batch[0][TRACEPARENT])
+        for batch, result in zip(batches, results, strict=True)
+        if result.seqs and TRACEPARENT in batch[0]
+    ]
+    if links:
+        conn.executemany(
+            "INSERT OR REPLACE INTO trace_links (first_seq, last_seq, traceparent) "
+            "VALUES (?, ?, ?)",
+            links,
+        )
 
 
 Waiter = tuple[Sequence[dict[str, Any]], "asyncio.Future[AppendResult]"]
@@ -193,6 +252,8 @@ class SQLiteEventLog:
         self.path = path
         self._write = _connect(path)
         self._write.executescript(_DDL)
+        self._write.executescript(_TRACE_DDL)
+        _ensure_autoincrement(self._write)
         self._write_lock = threading.Lock()  # one thread at a time on self._write
         self._fast = _connect(path, busy_ms=0)  # the loop's; used by one group at a time
         self._local = threading.local()
@@ -317,6 +378,8 @@ class SQLiteEventLog:
                 )
             )
             seq += len(keep)
+        if rows:
+            _keep_trace_links(conn, batches, results)
         if self.before_commit is not None and rows:
             self.before_commit(list(range(last - len(rows) + 1, last + 1)))
         return results
@@ -398,6 +461,29 @@ class SQLiteEventLog:
             (consumer, seq),
         )
 
+    def trace_links(self, first_seq: int, last_seq: int, limit: int) -> list[tuple[int, int, str]]:
+        rows = (
+            self._reader()
+            .execute(
+                "SELECT first_seq, last_seq, traceparent FROM trace_links "
+                "WHERE last_seq >= ? AND first_seq <= ? ORDER BY last_seq LIMIT ?",
+                (first_seq, last_seq, limit),
+            )
+            .fetchall()
+        )
+        return [(int(a), int(b), str(t)) for a, b, t in rows]
+
+    def prune_trace_links(self, through_seq: int) -> int:
+        conn = self._reader()
+        # Checked first, so a log that was never traced takes no write lock here.
+        if conn.execute(
+            "SELECT 1 FROM trace_links WHERE last_seq <= ? LIMIT 1", (through_seq,)
+        ).fetchone():
+            return int(
+                conn.execute("DELETE FROM trace_links WHERE last_seq <= ?", (through_seq,)).rowcount
+            )
+        return 0
+
     # -- dead letters ------------------------------------------------------------------
     def park(
         self, consumer: str, letters: Sequence[tuple[int, str | None, str, int]], now: float
@@ -465,6 +551,74 @@ class SQLiteEventLog:
             .fetchall()
         )
         return _to_table(rows, names)
+
+    # -- erasure ------------------------------------------------------------------------
+    def erase_reader(self, user_id: str) -> tuple[int, list[str]]:
+        """Delete a reader's events (theirs, and the anonymous ones of their sessions: what
+        they read before logging in) and their dead letters; returns (events deleted, the
+        reader's session ids). Deleted content is overwritten with zeros (secure_delete);
+        ``scrub`` then empties the write-ahead log that still holds the old pages.
+
+        The log has no index by reader (it would slow every append), so the rows are found
+        by a scan before the write lock is taken; only rows appended since are scanned
+        under it."""
+        conn = _connect(self.path)
+        try:
+            conn.execute("PRAGMA secure_delete=ON")
+            conn.execute("PRAGMA temp_store=MEMORY")  # the id lists never touch a temp file
+            conn.execute("CREATE TEMP TABLE doomed_sessions (session_id TEXT PRIMARY KEY)")
+            conn.execute("CREATE TEMP TABLE doomed (seq INTEGER PRIMARY KEY)")
+            scanned = self._mark_doomed(conn, user_id, 0)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._mark_doomed(conn, user_id, scanned)
+                erased = conn.execute(
+                    "DELETE FROM events WHERE seq IN (SELECT seq FROM doomed)"
+                ).rowcount
+                conn.execute("DELETE FROM dead_letters WHERE seq IN (SELECT seq FROM doomed)")
+                conn.execute("COMMIT")
+            except Exception:
+                conn.execute("ROLLBACK")
+                raise
+            sessions = [row[0] for row in conn.execute("SELECT session_id FROM doomed_sessions")]
+            return int(erased), sessions
+        finally:
+            conn.close()
+
+    @staticmethod
+    def _mark_doomed(conn: sqlite3.Connection, user_id: str, after_seq: int) -> int:
+        """Add the reader's sessions and rows past ``after_seq`` to the temp tables; returns
+        the newest seq scanned."""
+        new_sessions = conn.execute(
+            "INSERT OR IGNORE INTO doomed_sessions SELECT DISTINCT session_id FROM events "
+            "WHERE seq > ? AND user_id = ?",
+            (after_seq, user_id),
+        ).rowcount
+        if after_seq and new_sessions:  # a session first seen now may have older rows
+            after_seq = 0
+        conn.execute(
+            "INSERT OR IGNORE INTO doomed SELECT seq FROM events WHERE seq > ?1 AND "
+            "(user_id = ?2 OR (user_id IS NULL AND session_id IN doomed_sessions))",
+            (after_seq, user_id),
+        )
+        (newest,) = conn.execute(
+            "SELECT COALESCE(MAX(seq), ?) FROM events WHERE seq > ?", (after_seq, after_seq)
+        ).fetchone()
+        return int(newest)
+
+    def scrub(self, attempts: int = 50) -> bool:
+        """Copy the write-ahead log into the database and truncate it to zero bytes, so
+        pages from before an erasure are gone from disk; False if readers kept it busy."""
+        conn = _connect(self.path)
+        try:
+            for _ in range(attempts):
+                busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                if not busy:
+                    return True
+                time.sleep(0.1)
+            return False
+        finally:
+            conn.close()
 
     def close(self) -> None:
         if self._closed:

@@ -9,6 +9,7 @@ every model ranks the same items.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
@@ -86,9 +87,11 @@ class RecipeModel:
         history_length: int = 50,
         seen_length: int = 500,
         exploration: Exploration = Exploration(),
+        context_weight: float = 0.0,
     ) -> None:
         self.name = name
         self.recipe = recipe
+        self.context_weight = context_weight  # > 0: fed contexts, asked with one
         self.params = params
         self.trending_half_life_hours = trending_half_life_hours
         self.history_length = history_length
@@ -103,26 +106,42 @@ class RecipeModel:
     def state(self) -> OnlineState:
         return self._state
 
-    def fit(self, train: Interactions) -> None:
+    @property
+    def uses_context(self) -> bool:
+        return self.context_weight > 0
+
+    def fit(
+        self, train: Interactions, contexts: Sequence[dict[str, str] | None] | None = None
+    ) -> None:
         self._item_ids, self._reader_ids = train.item_ids, train.reader_ids
         artifact = fit(self.recipe, train, self.params)
         state = OnlineState(self.trending_half_life_hours, self.history_length, self.seen_length)
         for item_id in train.item_ids.tolist():  # live index == data index
             state.index_of(item_id)
         readers, items = train.reader_ids[train.reader], train.item_ids[train.item]
-        load_bulk(state, readers, items, train.timestamp)
+        load_bulk(state, readers, items, train.timestamp, contexts=contexts)
         self._state = state
-        self._scorer = Scorer(artifact, state, self.exploration)
+        self._scorer = Scorer(artifact, state, self.exploration, self.context_weight)
 
-    def observe(self, readers: np.ndarray, items: np.ndarray, times: np.ndarray) -> None:
+    def observe(
+        self,
+        readers: np.ndarray,
+        items: np.ndarray,
+        times: np.ndarray,
+        contexts: Sequence[dict[str, str] | None] | None = None,
+    ) -> None:
         self._state.observe(
             self._reader_ids[readers].tolist(),
             self._item_ids[items].tolist(),
             np.asarray(times, dtype=np.float64).tolist(),
+            contexts=contexts,
         )
 
-    def recommend(self, reader: int, k: int, exclude: np.ndarray) -> np.ndarray:
-        values = self._scorer.for_reader(str(self._reader_ids[reader])).values
+    def recommend(
+        self, reader: int, k: int, exclude: np.ndarray, context: dict[str, str] | None = None
+    ) -> np.ndarray:
+        scores = self._scorer.for_reader(str(self._reader_ids[reader]), context=context)
+        values = scores.values
         values = values[: len(self._item_ids)]
         values[exclude] = -np.inf
         return top_n(values, k)

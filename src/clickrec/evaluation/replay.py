@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -115,14 +116,19 @@ def run(
     stream: Stream,
     ks: Sequence[int] = KS,
     progress: Progress = lambda step: None,
+    contexts: Sequence[dict[str, str] | None] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Per model: ``hr@k`` and ``mrr@k`` for each k, ``sampled`` queries, ``observed``
-    events, ``cold_share`` of queries, and its ``fit_s`` and ``replay_s`` seconds."""
+    events, ``cold_share`` of queries, and its ``fit_s`` and ``replay_s`` seconds.
+
+    ``contexts`` (one context map per event of ``data``, or None) go to the models that
+    use them (``uses_context``): with every event fed, and with each query the context of
+    the event asked about (the request comes from where the reader is)."""
     results: dict[str, dict[str, float]] = {}
     for model in models:
         progress(model.name)
         started = time.perf_counter()
-        ranks, observed, fit_s = _ranks(model, data, stream, max(ks))
+        ranks, observed, fit_s = _ranks(model, data, stream, max(ks), contexts)
         results[model.name] = {
             **rates(ranks, ks),
             "sampled": float(len(stream.queries)),
@@ -146,12 +152,21 @@ def rates(ranks: np.ndarray, ks: Sequence[int] = KS) -> dict[str, float]:
 
 
 def _ranks(
-    model: LiveModel, data: Interactions, stream: Stream, k: int
+    model: LiveModel,
+    data: Interactions,
+    stream: Stream,
+    k: int,
+    contexts: Sequence[dict[str, str] | None] | None = None,
 ) -> tuple[np.ndarray, int, float]:
     """1-based rank of each query's item in the model's top ``k``; events fed; fit seconds."""
     started = time.perf_counter()
     train = data.subset(stream.train)
-    model.fit(train)
+    aware: Any = model if contexts is not None and getattr(model, "uses_context", False) else None
+    if aware is not None:
+        assert contexts is not None
+        aware.fit(train, [contexts[j] for j in np.flatnonzero(stream.train).tolist()])
+    else:
+        model.fit(train)
     fit_s = time.perf_counter() - started
     touched = ReaderItems.of(train)
     ranks = np.zeros(len(stream.queries), dtype=np.int64)
@@ -159,7 +174,11 @@ def _ranks(
 
     def feed(until: int) -> None:
         chunk = stream.events[fed:until]
-        if len(chunk):
+        if len(chunk) and aware is not None:
+            assert contexts is not None
+            seen = [contexts[j] for j in chunk.tolist()]
+            aware.observe(data.reader[chunk], data.item[chunk], data.timestamp[chunk], seen)
+        elif len(chunk):
             model.observe(data.reader[chunk], data.item[chunk], data.timestamp[chunk])
             touched.add(data.reader[chunk], data.item[chunk])
 
@@ -169,7 +188,12 @@ def _ranks(
         event = stream.events[pos]
         reader = int(data.reader[event])
         exclude = np.unique(touched.items(reader))
-        top = checked(model, model.recommend(reader, k, exclude), exclude, k)
+        if aware is not None:
+            assert contexts is not None
+            answer = aware.recommend(reader, k, exclude, contexts[event])
+        else:
+            answer = model.recommend(reader, k, exclude)
+        top = checked(model, answer, exclude, k)
         where = np.flatnonzero(top == data.item[event])
         ranks[q] = int(where[0]) + 1 if len(where) else 0
     feed(len(stream.events))

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from clickrec.backends.base import EventLog, Lake
+from clickrec.observability import tracing
 
 logger = logging.getLogger("clickrec.archive")
 
@@ -50,6 +51,8 @@ class ArchiveConsumer:
         self.max_attempts = max_attempts
         self._attempts: dict[int, int] = {}  # seq -> failed passes so far
         self._recovered = False
+        # Work that needs the lake's writer lock, run between two batches (erasures).
+        self.between_batches: Callable[[], object] | None = None
 
     def recover(self) -> int:
         """Drop lake files a crash left past the committed offset; count them."""
@@ -65,7 +68,29 @@ class ArchiveConsumer:
         # not left to the caller's memory.
         if not self._recovered:
             self.recover()
-        batch = self.log.read(self.log.get_offset(self.name), self.batch_size)
+        offset = self.log.get_offset(self.name)
+        if not tracing.enabled():
+            return self._archive(self.log.read(offset, self.batch_size))
+        if self.log.last_seq() <= offset:
+            return 0  # caught up: an idle pass makes no span
+        with tracing.span("archive.batch", {"clickrec.consumer": self.name}, root=True) as span:
+            with tracing.span("log.read") as read:
+                batch = self.log.read(offset, self.batch_size)
+                read.set_attribute("clickrec.rows", batch.num_rows)
+            if batch.num_rows:
+                first, last = batch["seq"][0].as_py(), batch["seq"][-1].as_py()
+                span.set_attributes(
+                    {"clickrec.log.first_seq": first, "clickrec.log.last_seq": last}
+                )
+                # Links to the appends of these events: the trace from their arrival.
+                traced = self.log.trace_links(first, last, tracing.MAX_LINKS)
+                span.set_attribute("clickrec.trace_links", tracing.add_links(span, traced))
+            archived = self._archive(batch)
+            span.set_attribute("clickrec.archived", archived)
+            return archived
+
+    def _archive(self, batch: pa.Table) -> int:
+        """Write one batch read from the log to the lake and commit the offset past it."""
         if batch.num_rows == 0:
             return 0
         seqs = batch["seq"].to_pylist()
@@ -90,7 +115,11 @@ class ArchiveConsumer:
             return 0
         keep = [i for i in range(cut) if seqs[i] not in skip]
         if keep:
-            self.lake.write_batch(batch.take(keep), seqs[0], seqs[cut - 1])
+            with tracing.span("lake.write") as span:
+                files = self.lake.write_batch(batch.take(keep), seqs[0], seqs[cut - 1])
+                span.set_attributes(
+                    {"clickrec.lake.files": len(files), "clickrec.lake.rows": len(keep)}
+                )
         if _CRASH_AFTER_LAKE_WRITE:
             os._exit(137)
         if letters:  # before the offset moves past them, so a crash cannot lose them
@@ -99,6 +128,7 @@ class ArchiveConsumer:
             for seq, _, _, _ in letters:
                 self._attempts.pop(seq, None)
         self.log.commit_offset(self.name, seqs[cut - 1])
+        self.log.prune_trace_links(seqs[cut - 1])
         return cut
 
     def replay_dead_letters(self) -> int:
@@ -145,6 +175,8 @@ class ArchiveConsumer:
         while not stop.is_set():
             archived = self._attempt(self.run_once)
             self._attempt(self.replay_dead_letters)
+            if self.between_batches is not None:
+                self.between_batches()
             if archived is None or archived == 0:
                 stop.wait(idle_seconds)
         self._flush()

@@ -154,6 +154,16 @@ class LocalLake:
         atomically: a crash leaves the old part or the new one, each readable."""
         _write_atomically(self.read_part(path), path, self._write_cipher)
 
+    def replace_part(self, path: Path, table: pa.Table) -> None:
+        """Replace a part's rows (erasure) atomically, under the active data key; a part
+        left with no rows is removed. Its name (the batch's seq range) stays, so recovery
+        and the archive's exactly-once bookkeeping are unchanged."""
+        if table.num_rows:
+            _write_atomically(table, path, self._write_cipher)
+        else:
+            path.unlink(missing_ok=True)
+            self._tidy_folder(path.parent)
+
     def _write_part(self, day: dt.date, part: pa.Table, name: str) -> Path:
         folder = self._events / f"date={day.isoformat()}"
         if not folder.is_dir():

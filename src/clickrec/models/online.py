@@ -63,6 +63,7 @@ class OnlineState:
         trending_half_life_hours: float = 6.0,
         history_length: int = 50,
         seen_length: int = 500,
+        max_context_values: int = 64,
     ) -> None:
         self.half_life_s = trending_half_life_hours * 3600.0
         self.history_length = history_length  # newest reads that shape recommendations
@@ -83,6 +84,12 @@ class OnlineState:
         self.readers: dict[str, ReaderHistory] = {}
         self.event_types: list[str] = [""]  # code -> name; 0 is "not told"
         self._type_codes: dict[str, int] = {"": 0}
+        # Trending per context value: decayed counts of the events whose context carried
+        # (key, value), one row per pair, for the first ``max_context_values`` pairs seen
+        # (a high-cardinality key such as a full referrer URL cannot grow it further).
+        self.max_context_values = max_context_values
+        self.context_slots: dict[tuple[str, str], int] = {}
+        self._context = np.zeros((0, cap))
         self.events_seen = 0
         self.catalog_version = 0  # bumped on every catalog change, so caches see deletions
 
@@ -114,6 +121,9 @@ class OnlineState:
         self.expires_at = pad(self.expires_at, np.inf)
         self.deleted = pad(self.deleted, False)
         self.categories = {k: pad(v, False) for k, v in self.categories.items()}
+        grown = np.zeros((len(self._context), cap))
+        grown[:, : self._context.shape[1]] = self._context
+        self._context = grown
 
     def set_item(
         self,
@@ -157,8 +167,10 @@ class OnlineState:
         timestamps: Sequence[float],
         merges: Iterable[tuple[str, str]] = (),
         event_types: Sequence[str] | None = None,
+        contexts: Sequence[dict[str, str] | None] | None = None,
     ) -> None:
-        """Apply acknowledged events; ``merges`` are (session reader, user reader) pairs."""
+        """Apply acknowledged events; ``merges`` are (session reader, user reader) pairs;
+        ``contexts``: each event's context map (or None), for trending per context."""
         if not item_ids:
             return
         with self.lock:
@@ -173,8 +185,11 @@ class OnlineState:
                 self.newest_event_time = newest
             if (self.newest_event_time - self.anchor) / self.half_life_s > _REANCHOR_HALVINGS:
                 self._reanchor(self.newest_event_time)
-            np.add.at(self._trend, idx, np.exp2((ts - self.anchor) / self.half_life_s))
+            weights = np.exp2((ts - self.anchor) / self.half_life_s)
+            np.add.at(self._trend, idx, weights)
             np.add.at(self._count, idx, 1)
+            if contexts is not None:
+                self._observe_context(contexts, idx, weights)
             limit, histories = self.seen_length, self.readers
             codes = (
                 [self.type_code(k) for k in event_types]
@@ -195,6 +210,57 @@ class OnlineState:
                 if anon in histories:
                     self.merge_reader(anon, known)
 
+    def _observe_context(
+        self, contexts: Sequence[dict[str, str] | None], idx: np.ndarray, weights: np.ndarray
+    ) -> None:
+        rows, cols, values = [], [], []
+        for j, context in enumerate(contexts):
+            if not context:
+                continue
+            for pair in context.items():
+                slot = self.context_slots.get(pair)
+                if slot is None:
+                    slot = self._context_slot(pair)
+                    if slot is None:
+                        continue
+                rows.append(slot)
+                cols.append(idx[j])
+                values.append(weights[j])
+        if rows:
+            np.add.at(self._context, (np.array(rows), np.array(cols)), np.array(values))
+
+    def _context_slot(self, pair: tuple[str, str]) -> int | None:
+        if len(self.context_slots) >= self.max_context_values:
+            return None
+        slot = self.context_slots[pair] = len(self.context_slots)
+        self._context = np.vstack([self._context, np.zeros((1, self._context.shape[1]))])
+        return slot
+
+    def context_lift(self, context: dict[str, str], prior: float = 10.0) -> np.ndarray | None:
+        """How much more each item trends among events with this context than among all:
+        the product over the context's known pairs of p(item | pair) / p(item), each
+        smoothed toward 1 by ``prior`` events' worth of the overall shares and clipped to
+        [1/8, 8]. None when no pair of the context has been seen."""
+        with self.lock:
+            rows = [self.context_slots[p] for p in context.items() if p in self.context_slots]
+            if not rows or self.anchor is None:
+                return None
+            n = self.n_items
+            # Counts are kept relative to the anchor; the prior is in events of weight 1
+            # now, so scale them to the newest event's time first.
+            now = np.exp2((self.anchor - self.newest_event_time) / self.half_life_s)
+            overall = self._trend[:n] * now
+            counts = self._context[rows, :n] * now
+        total = overall.sum()
+        if total <= 0:
+            return None
+        share = overall / total
+        lift = np.ones(n)
+        for row in counts:
+            given = (row + prior * share) / (row.sum() + prior)
+            lift *= np.clip(given / np.maximum(share, 1e-12), 0.125, 8.0)
+        return lift
+
     def merge_reader(self, anon: str, known: str) -> None:
         """Give a reader who just logged in the history they made anonymously."""
         with self.lock:
@@ -207,9 +273,17 @@ class OnlineState:
             else:
                 hist.extend(old, self.seen_length)
 
+    def forget(self, readers: Iterable[str]) -> int:
+        """Drop these readers' histories (erasure); returns how many there were. The
+        trending counts their reads added stay: they are sums over every reader."""
+        with self.lock:
+            return sum(self.readers.pop(reader, None) is not None for reader in readers)
+
     def _reanchor(self, new_anchor: float) -> None:
         assert self.anchor is not None
-        self._trend *= np.exp2((self.anchor - new_anchor) / self.half_life_s)
+        scale = np.exp2((self.anchor - new_anchor) / self.half_life_s)
+        self._trend *= scale
+        self._context *= scale
         self.anchor = new_anchor
 
     # -- reads ---------------------------------------------------------------------------
@@ -283,6 +357,7 @@ def load_bulk(
     item_ids: np.ndarray,
     timestamps: np.ndarray,
     event_types: np.ndarray | None = None,
+    contexts: Sequence[dict[str, str] | None] | None = None,
 ) -> None:
     """Apply many events at once (start-up replay, evaluation): same result as ``observe``.
 
@@ -306,8 +381,11 @@ def load_bulk(
         state.newest_event_time = max(state.newest_event_time, newest)
         if (state.newest_event_time - state.anchor) / state.half_life_s > _REANCHOR_HALVINGS:
             state._reanchor(state.newest_event_time)
-        np.add.at(state._trend, idx, np.exp2((ts - state.anchor) / state.half_life_s))
+        weights = np.exp2((ts - state.anchor) / state.half_life_s)
+        np.add.at(state._trend, idx, weights)
         np.add.at(state._count, idx, 1)
+        if contexts is not None:
+            state._observe_context([contexts[j] for j in order.tolist()], idx, weights)
         r_uniq, r_inv = np.unique(readers.astype(str), return_inverse=True)
         by_reader = np.lexsort((np.arange(len(ts)), r_inv))
         bounds = np.r_[0, np.flatnonzero(np.diff(r_inv[by_reader])) + 1, len(ts)]

@@ -48,10 +48,14 @@ class Scorer:
         artifact: Artifact | None,
         state: OnlineState,
         exploration: Exploration = Exploration(),
+        context_weight: float = 1.0,
     ) -> None:
         self.artifact = artifact
         self.state = state
         self.exploration = exploration
+        # How strongly a request's context (device, referrer…) bends trending toward what
+        # trends among events with that context; 0 ignores contexts.
+        self.context_weight = context_weight
         if artifact is not None:
             with state.lock:
                 live = [state.index_of(str(i)) for i in artifact.item_ids]
@@ -136,10 +140,31 @@ class Scorer:
             self._cache_key, self._cache_seen = key, seen
         return self._cache
 
-    def for_reader(self, reader: str) -> Scores:
-        """Scores of every live item for one reader; already-read items are -inf."""
-        history, _ = self.state.history(reader)
+    def contextual(self, trending: np.ndarray, context: dict[str, str] | None) -> np.ndarray:
+        """Trending bent toward what trends among events with this context (scaled so the
+        top item scores 1 again); unchanged without a context or one never seen."""
+        if not context or self.context_weight <= 0:
+            return trending
+        lift = self.state.context_lift(context)
+        if lift is None:
+            return trending
+        bent = trending * lift[: len(trending)] ** self.context_weight
+        top = bent.max() if len(bent) else 0.0
+        return bent / top if top > 0 else bent
+
+    def for_reader(
+        self,
+        reader: str,
+        history: np.ndarray | None = None,
+        context: dict[str, str] | None = None,
+    ) -> Scores:
+        """Scores of every live item for one reader; already-read items are -inf.
+        ``history``: the reader's history items, when the caller has read them already;
+        ``context``: the request's context map (see ``contextual``)."""
+        if history is None:
+            history, _ = self.state.history(reader)
         trending, bonus = self.shared()
+        trending = self.contextual(trending, context)
         n = len(trending)
         if self.artifact is None or self.artifact.recipe in ("trending-now", "popularity-count"):
             values = trending + bonus

@@ -7,9 +7,12 @@ from datetime import UTC, datetime
 
 import orjson
 
+from clickrec.observability import tracing
+
 
 class JsonFormatter(logging.Formatter):
-    """``{"time", "level", "logger", ...}``; a dict message becomes fields, else "message"."""
+    """``{"time", "level", "logger", ...}``; a dict message becomes fields, else "message";
+    a line logged inside a span also gets its ``trace_id`` and ``span_id``."""
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, object] = {
@@ -23,6 +26,8 @@ class JsonFormatter(logging.Formatter):
             line["message"] = record.getMessage()
         if record.exc_info:
             line["error"] = self.formatException(record.exc_info)
+        for key, value in tracing.log_ids().items():  # inside a span: its trace and span id
+            line.setdefault(key, value)
         return orjson.dumps(line, default=str).decode()
 
 

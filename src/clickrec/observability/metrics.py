@@ -30,6 +30,8 @@ class Metrics:
     freshness: Histogram
     model_metric: Gauge
     training_seconds: Gauge
+    recommendations_served: Counter
+    recommendation_clicks: Counter
 
     def render(self, refresh: Callable[[Metrics], None]) -> bytes:
         """The text exposition format, after ``refresh`` has set the scrape-time gauges."""
@@ -102,6 +104,17 @@ def create_metrics() -> Metrics:
             "clickrec_training_run_seconds",
             "Duration of the latest finished training run, by its state",
             ["state"],
+            registry=registry,
+        ),
+        recommendations_served=Counter(
+            "clickrec_recommendations_served",
+            "Recommendation lists answered, by endpoint (the denominator of the online CTR)",
+            ["endpoint"],
+            registry=registry,
+        ),
+        recommendation_clicks=Counter(
+            "clickrec_recommendation_clicks",
+            "Events accepted that carry a recommendation_id (the numerator of the online CTR)",
             registry=registry,
         ),
     )

@@ -13,12 +13,14 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -31,6 +33,7 @@ from clickrec.filters import Context, History
 from clickrec.models.base import Artifact
 from clickrec.models.online import OnlineState, load_bulk
 from clickrec.models.scoring import NEWEST_TIEBREAK, Exploration, Scorer, top_n
+from clickrec.observability import tracing
 from clickrec.serving.explain import Explainer
 from clickrec.serving.filtering import (
     CatalogColumns,
@@ -42,7 +45,28 @@ from clickrec.serving.filtering import (
 )
 
 log = logging.getLogger("clickrec.serving")
-ONLINE_COLUMNS = ("seq", "timestamp", "user_id", "session_id", "item_id", "event_type")
+ONLINE_COLUMNS = (
+    "seq", "timestamp", "user_id", "session_id", "item_id", "event_type", "context"
+)  # fmt: skip
+
+
+def parse_contexts(values: list[Any]) -> list[dict[str, str] | None] | None:
+    """Events' context maps from their stored JSON text (None when no event has one, the
+    common case, which costs one scan). A malformed one (another producer's) counts as none."""
+    if not any(values):
+        return None
+    out: list[dict[str, str] | None] = []
+    for value in values:
+        context = None
+        if value:
+            try:
+                parsed = orjson.loads(value) if isinstance(value, str | bytes) else value
+            except orjson.JSONDecodeError:
+                parsed = None
+            if isinstance(parsed, dict):
+                context = {str(k): str(v) for k, v in parsed.items() if v is not None}
+        out.append(context)
+    return out
 
 
 @dataclass(frozen=True)
@@ -92,13 +116,15 @@ class Recommender:
         exploration: Exploration,
         replay_events: int,
         data_keys: DataKeys | None = None,
+        context_weight: float = 1.0,
     ) -> None:
         self.data_keys = data_keys
+        self.context_weight = context_weight
         self.log_store = log_store
         self.catalog = catalog
         self.state = state
         self.exploration = exploration
-        self.scorer = Scorer(None, state, exploration)
+        self.scorer = Scorer(None, state, exploration, context_weight)
         self.model_version: str | None = None
         self._cursor = 0
         self._catalog_seq = 0
@@ -138,14 +164,21 @@ class Recommender:
                 cols["item_id"],
                 cols["timestamp"],
                 cols["event_type"],
+                cols.get("context"),
             )
             return
+        contexts = (
+            parse_contexts(table.column("context").to_pylist())
+            if "context" in table.column_names
+            else None
+        )
         load_bulk(
             self.state,
             reader_column(table).to_numpy(zero_copy_only=False),
             table.column("item_id").to_numpy(zero_copy_only=False),
             table.column("timestamp").to_numpy(zero_copy_only=False),
             table.column("event_type").to_numpy(zero_copy_only=False),
+            contexts,
         )
         self._merge_logins(table)  # after loading, so the anonymous reads are there to move
 
@@ -177,6 +210,7 @@ class Recommender:
             [r["item_id"] for r in records],
             [r["timestamp"] for r in records],
             [r["event_type"] for r in records],
+            [r.get("context") for r in records],
         )
         if self.on_fresh is not None and records:
             self.on_fresh("own", time.time() - min(r["received_at"] for r in records))
@@ -188,10 +222,12 @@ class Recommender:
         items: list[str],
         timestamps: list[float],
         event_types: list[str],
+        contexts: list[Any] | None = None,
     ) -> None:
         readers = [reader_key(u, s) for u, s in zip(users, sessions, strict=True)]
         merges = {(f"s:{s}", f"u:{u}") for u, s in zip(users, sessions, strict=True) if u}
-        self.state.observe(readers, items, timestamps, merges, event_types)
+        parsed = parse_contexts(contexts) if contexts is not None else None
+        self.state.observe(readers, items, timestamps, merges, event_types, parsed)
 
     def catch_up(self, limit: int = 10_000) -> int:
         """Apply events appended by other processes (imports, other servers); returns how
@@ -257,7 +293,7 @@ class Recommender:
         if live is None or live["version"] == self.model_version:
             return False
         artifact = Artifact.load(Path(live["path"]), self.data_keys)
-        scorer = Scorer(artifact, self.state, self.exploration)
+        scorer = Scorer(artifact, self.state, self.exploration, self.context_weight)
         self.scorer, self.model_version = scorer, live["version"]
         log.info("now serving model %s (%s)", live["version"], artifact.recipe)
         return True
@@ -310,7 +346,29 @@ class Recommender:
                 fields = self._item_fields[i] if i < len(self._item_fields) else None
                 item["metadata"] = {c: (fields or {}).get(c) for c in extras.metadata}
             items.append(item)
+        if tracing.enabled():  # on the request's span
+            tracing.annotate(
+                {
+                    "clickrec.recipe": recipe,
+                    "clickrec.model_version": self.model_version or "",
+                    "clickrec.num_results": len(items),
+                }
+            )
         return Ranked(rec_id or uuid.uuid4().hex, self.model_version, recipe, items)
+
+    @contextmanager
+    def _read_state(self, reader: str | None = None) -> Iterator[np.ndarray]:
+        """Hold the online state's lock for one answer and yield the reader's history. Its
+        ``state.read`` span is the wait for the lock (event applies take it too) and the
+        history read."""
+        with tracing.span("state.read") as span:
+            self.state.lock.acquire()
+            history = self.state.history(reader)[0] if reader is not None else _NO_HISTORY
+            span.set_attribute("clickrec.history_length", len(history))
+        try:
+            yield history
+        finally:
+            self.state.lock.release()
 
     def _explainer(self) -> Explainer:
         return Explainer(self.state.item_ids, self._item_fields)
@@ -408,6 +466,7 @@ class Recommender:
         category: str | None = None,
         selection: Selection | None = None,
         extras: Extras | None = None,
+        context: dict[str, str] | None = None,
     ) -> Ranked:
         if not user_id and not session_id:
             raise InvalidInput("give user_id or session_id")
@@ -415,12 +474,15 @@ class Recommender:
         scorer = self.scorer
         rec_id = uuid.uuid4().hex
         promotions = extras.promotions if extras else ()
-        with self.state.lock:
-            scores = scorer.for_reader(reader)
-            mask = self._mask(category, selection, reader)
-            idx, promoted = self._promote(scores.values, n, mask, promotions, reader, rec_id)
-            anchors = scorer.anchors(scores.history, idx)
-            reasons = self._explainer().scored(idx, scores.parts, anchors, category)
+        with self._read_state(reader) as history:
+            with tracing.span("score"):
+                scores = scorer.for_reader(reader, history, context)
+            with tracing.span("filter", _filter_attributes(selection, promotions)):
+                mask = self._mask(category, selection, reader)
+                idx, promoted = self._promote(scores.values, n, mask, promotions, reader, rec_id)
+            with tracing.span("explain"):
+                anchors = scorer.anchors(scores.history, idx)
+                reasons = self._explainer().scored(idx, scores.parts, anchors, category)
             return self._ranked(
                 scores.recipe, idx, scores.values, reasons, extras, promoted, rec_id
             )
@@ -431,20 +493,25 @@ class Recommender:
         category: str | None = None,
         selection: Selection | None = None,
         extras: Extras | None = None,
+        context: dict[str, str] | None = None,
     ) -> Ranked:
         scorer = self.scorer
         rec_id = uuid.uuid4().hex
         promotions = extras.promotions if extras else ()
-        with self.state.lock:
-            trending, bonus = scorer.shared()
-            values = np.where(np.isfinite(bonus) & (trending > 0), trending, -np.inf)
-            mask = self._mask(category, selection)
-            idx, promoted = self._promote(values, n, mask, promotions, None, rec_id)
-            explainer = self._explainer()
-            reasons = [
-                explainer.trending(i, category) if values[i] > 2 * NEWEST_TIEBREAK else "new"
-                for i in idx.tolist()
-            ]
+        with self._read_state():
+            with tracing.span("score"):
+                trending, bonus = scorer.shared()
+                trending = scorer.contextual(trending, context)
+                values = np.where(np.isfinite(bonus) & (trending > 0), trending, -np.inf)
+            with tracing.span("filter", _filter_attributes(selection, promotions)):
+                mask = self._mask(category, selection)
+                idx, promoted = self._promote(values, n, mask, promotions, None, rec_id)
+            with tracing.span("explain"):
+                explainer = self._explainer()
+                reasons = [
+                    explainer.trending(i, category) if values[i] > 2 * NEWEST_TIEBREAK else "new"
+                    for i in idx.tolist()
+                ]
             return self._ranked("trending-now", idx, values, reasons, extras, promoted, rec_id)
 
     def similar(
@@ -457,15 +524,18 @@ class Recommender:
         extras: Extras | None = None,
     ) -> Ranked:
         scorer = self.scorer
-        with self.state.lock:
+        with self._read_state():
             item = self.state.item_index.get(item_id)
             if item is None:
                 raise NotFound(f"unknown item: {item_id}")
-            values = scorer.similar(item)
+            with tracing.span("score"):
+                values = scorer.similar(item)
             reader = reader_key(user_id, "") if user_id else None
-            idx = top_n(values, n, self._mask(category, selection, reader, item))
-            by_model = np.isin(idx, scorer.neighbours(item))
-            reasons = self._explainer().similar(idx, item, by_model)
+            with tracing.span("filter", _filter_attributes(selection, ())):
+                idx = top_n(values, n, self._mask(category, selection, reader, item))
+            with tracing.span("explain"):
+                by_model = np.isin(idx, scorer.neighbours(item))
+                reasons = self._explainer().similar(idx, item, by_model)
             return self._ranked("similar-items", idx, values, reasons, extras)
 
     def rank(
@@ -475,26 +545,43 @@ class Recommender:
         item_ids: list[str],
         selection: Selection | None = None,
         extras: Extras | None = None,
+        context: dict[str, str] | None = None,
     ) -> Ranked:
         """Reorder the given items for one reader, best first, each with its score; items
         the filter excludes are left out, items already read come last (score -1)."""
         if not user_id and not session_id:
             raise InvalidInput("give user_id or session_id")
         scorer = self.scorer
-        with self.state.lock:
+        reader = reader_key(user_id, session_id or "")
+        with self._read_state(reader) as history:
             unknown = [i for i in item_ids if i not in self.state.item_index]
             if unknown:
                 raise InvalidInput(f"unknown item_ids: {', '.join(unknown[:10])}")
             idx = np.array([self.state.item_index[i] for i in item_ids], dtype=np.int64)
-            reader = reader_key(user_id, session_id or "")
-            allowed = self._mask(None, selection, reader)
-            if allowed is not None:
-                idx = idx[allowed[idx]]
-            scores = scorer.for_reader(reader)
-            shown = np.nan_to_num(scores.values, neginf=-1.0)
-            ranked = idx[np.argsort(-shown[idx], kind="stable")]
-            anchors = scorer.anchors(scores.history, ranked)
-            reasons = self._explainer().scored(ranked, scores.parts, anchors, None)
+            with tracing.span("filter", _filter_attributes(selection, ())):
+                allowed = self._mask(None, selection, reader)
+                if allowed is not None:
+                    idx = idx[allowed[idx]]
+            with tracing.span("score"):
+                scores = scorer.for_reader(reader, history, context)
+                shown = np.nan_to_num(scores.values, neginf=-1.0)
+                ranked = idx[np.argsort(-shown[idx], kind="stable")]
+            with tracing.span("explain"):
+                anchors = scorer.anchors(scores.history, ranked)
+                reasons = self._explainer().scored(ranked, scores.parts, anchors, None)
             read = ~np.isfinite(scores.values[ranked])
             reasons = ["already read" if r else why for r, why in zip(read, reasons, strict=True)]
             return self._ranked(scores.recipe, ranked, shown, reasons, extras)
+
+
+_NO_HISTORY = np.zeros(0, dtype=np.int64)
+
+
+def _filter_attributes(
+    selection: Selection | None, promotions: tuple[Promotion, ...]
+) -> dict[str, Any] | None:
+    """The ``filter`` span's attributes: the filter's name and the promotions' count."""
+    if not tracing.enabled():
+        return None
+    name = selection.filter if selection is not None else None
+    return {"clickrec.filter": name or "", "clickrec.promotions": len(promotions)}

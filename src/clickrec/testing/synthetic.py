@@ -88,6 +88,9 @@ class BlogSpec:
     half_life_hours: float = 12.0
     seed: int = 0
     start: float = 1767225600.0
+    # How much a section's appeal depends on the reader's device (the spread, in log
+    # odds, of per-device section tastes); 0: no device, and no "device" column.
+    device_effect: float = 0.0
 
     def __post_init__(self) -> None:
         """Reject sizes and rates the generator cannot honour."""
@@ -100,6 +103,8 @@ class BlogSpec:
             raise ValueError("BlogSpec.reads_per_session must be at least 1")
         if self.half_life_hours <= 0:
             raise ValueError("BlogSpec.half_life_hours must be positive")
+        if self.device_effect < 0:
+            raise ValueError("BlogSpec.device_effect must not be negative")
 
 
 @dataclass(frozen=True)
@@ -201,8 +206,34 @@ def generate_blog(spec: BlogSpec) -> Blog:
     log_taste = np.log(_draw_tastes(spec.users, popularity, rng))
     reads = _draw_reads(spec, rng)
     catalogue = _Catalogue(posts, spec.categories, spec)
-    chosen = _choose_posts(reads, log_taste, catalogue, rng)
-    return Blog(items=items, interactions=_interactions_table(reads, chosen, items))
+    device, bias = _draw_devices(spec, reads) if spec.device_effect > 0 else (None, None)
+    chosen = _choose_posts(reads, log_taste, catalogue, rng, bias)
+    interactions = _interactions_table(reads, chosen, items)
+    if device is not None:
+        kept = np.sort(np.flatnonzero(chosen >= 0))
+        kept = kept[np.argsort(reads.timestamp[kept], kind="stable")]
+        names = pa.array(np.array(DEVICES)[device[kept]])
+        interactions = interactions.append_column("device", names)
+    return Blog(items=items, interactions=interactions)
+
+
+DEVICES = ("phone", "desktop")
+
+
+def _draw_devices(spec: BlogSpec, reads: _Reads) -> tuple[np.ndarray, np.ndarray]:
+    """Each read's device (a reader's sessions are mostly on their own device: 60 % of
+    readers use a phone) and the device's log appeal per section (reads × sections). A
+    generator of its own, so a blog without devices stays what its seed always made."""
+    rng = np.random.default_rng([spec.seed, 1])
+    main = (rng.random(spec.users) >= 0.6).astype(np.int64)  # 0 phone, 1 desktop
+    sessions = int(reads.session.max(initial=-1)) + 1
+    owner = np.zeros(sessions, dtype=np.int64)
+    owner[reads.session] = reads.user
+    switch = rng.random(sessions) < 0.15
+    session_device = np.where(switch, 1 - main[owner], main[owner])
+    appeal = rng.normal(0.0, spec.device_effect, (len(DEVICES), spec.categories))
+    device = session_device[reads.session]
+    return device, appeal[device]
 
 
 def _category_names(categories: int) -> list[str]:
@@ -388,10 +419,15 @@ def _daily_rhythm(n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def _choose_posts(
-    reads: _Reads, log_taste: np.ndarray, catalogue: _Catalogue, rng: np.random.Generator
+    reads: _Reads,
+    log_taste: np.ndarray,
+    catalogue: _Catalogue,
+    rng: np.random.Generator,
+    bias: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The post of every interaction (-1 where none fits): on topic, rarely one read before."""
-    fresh = _draw_categories(reads.user, reads.timestamp, log_taste, catalogue, rng)
+    """The post of every interaction (-1 where none fits): on topic, rarely one read before.
+    ``bias``: per read, a log appeal added to each section (the device's taste)."""
+    fresh = _draw_categories(reads.user, reads.timestamp, log_taste, catalogue, rng, bias)
     stay = (reads.position > 0) & (rng.random(len(fresh)) < STAY_PROBABILITY)
     anchor = np.maximum.accumulate(np.where(stay, 0, np.arange(len(fresh))))
     category = fresh[anchor]
@@ -405,7 +441,14 @@ def _choose_posts(
             break
         t = reads.timestamp[again]
         if attempt >= DEDUP_ROUNDS // 2:
-            category[again] = _draw_categories(reads.user[again], t, log_taste, catalogue, rng)
+            category[again] = _draw_categories(
+                reads.user[again],
+                t,
+                log_taste,
+                catalogue,
+                rng,
+                None if bias is None else bias[again],
+            )
         post[again] = _draw_items(category[again], t, catalogue, rng)
     post[_repeated(reads.session, post)] = -1
     return post
@@ -417,12 +460,15 @@ def _draw_categories(
     log_taste: np.ndarray,
     catalogue: _Catalogue,
     rng: np.random.Generator,
+    bias: np.ndarray | None = None,
 ) -> np.ndarray:
     """Categories drawn in proportion to taste x candidate mass (a Gumbel race); -1 if none."""
     best = np.full(len(t), -np.inf)
     chosen = np.full(len(t), -1, dtype=np.int64)
     for category in range(log_taste.shape[1]):
         score = log_taste[user, category] + catalogue.log_mass(category, t)
+        if bias is not None:
+            score = score + bias[:, category]
         score += rng.gumbel(size=len(t))
         better = score > best
         best[better] = score[better]
@@ -492,4 +538,6 @@ def blog_interactions_as_events(blog: Blog) -> list[dict]:
     for event in events:
         if event["event_value"] is None:
             del event["event_value"]
+        if "device" in event:
+            event["context"] = {"device": event.pop("device")}
     return events

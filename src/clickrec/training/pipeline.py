@@ -24,6 +24,7 @@ from clickrec.lake.reader import load_events
 from clickrec.models.base import Artifact, Interactions, RecipeParams
 from clickrec.models.recipes import fit
 from clickrec.models.scoring import Exploration
+from clickrec.observability import tracing
 from clickrec.training.dataset import TRAINING_COLUMNS, readiness, to_interactions
 from clickrec.training.evaluate import evaluate_recipe
 
@@ -226,22 +227,37 @@ def execute_run(
     """Run one pending run to its end state, recording every step in the registry."""
     if not catalog.claim_run(run_id, clock.now()):
         return
+    with tracing.span("training.run", {"clickrec.run_id": run_id}, root=True) as span:
 
-    def progress(step: str) -> None:
-        catalog.update_run(run_id, step=step)
-        on_step(step)
+        def progress(step: str) -> None:
+            catalog.update_run(run_id, step=step)
+            span.add_event(step)  # each step of the run, timed on the span
+            on_step(step)
 
-    try:
-        result = pipeline.run(run_id, progress=progress)
-    except NotEnoughData as exc:
-        catalog.update_run(run_id, state="failed", error=str(exc), finished_at=clock.now())
-        return
-    except Exception as exc:  # noqa: BLE001 - a failed run is recorded, never lost
-        log.exception("training run %s failed", run_id)
-        catalog.update_run(
-            run_id, state="failed", error=f"{type(exc).__name__}: {exc}", finished_at=clock.now()
+        try:
+            result = pipeline.run(run_id, progress=progress)
+        except NotEnoughData as exc:
+            span.set_attribute("clickrec.run_state", "failed")
+            catalog.update_run(run_id, state="failed", error=str(exc), finished_at=clock.now())
+            return
+        except Exception as exc:  # noqa: BLE001 - a failed run is recorded, never lost
+            tracing.mark_failed(span, exc)
+            span.set_attribute("clickrec.run_state", "failed")
+            log.exception("training run %s failed", run_id)
+            catalog.update_run(
+                run_id,
+                state="failed",
+                error=f"{type(exc).__name__}: {exc}",
+                finished_at=clock.now(),
+            )
+            return
+        span.set_attributes(
+            {
+                "clickrec.run_state": "succeeded",
+                "clickrec.model_version": result.model_version,
+                "clickrec.published": result.published,
+            }
         )
-        return
     catalog.update_run(
         run_id,
         state="succeeded",

@@ -1,0 +1,206 @@
+"""Erasing a reader (``DELETE /v1/users/{id}``, ``clickrec users erase``): a job that
+leaves no byte of the reader's ids in the home folder.
+
+Two phases, each run by the one process that may do it:
+
+1. **online** (the serving process, which holds the reader's online history): the history
+   (the user's and their sessions'), the event log rows (theirs, and the anonymous ones of
+   their sessions: what they read before logging in), their dead letters, the profile,
+   audit entries that name them, and their lines in batch-job outputs.
+2. **lake** (the archive consumer, between two batches, as the lake's only writer: a batch
+   it read before phase 1 has been written by then): every Parquet part holding the
+   reader's rows is rewritten without them. Then the log's write-ahead file is truncated,
+   the job's own copy of the ids cleared and the catalog rebuilt (VACUUM), so no deleted
+   row survives in a free page or an old WAL frame.
+
+Trained models hold item ids, popularity and item-item similarity, never a reader's id;
+the next training reads the log and the lake, which no longer hold the reader.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from clickrec.backends.base import EventLog, Lake
+from clickrec.backends.sql_catalog import SQLCatalog
+from clickrec.core.clock import Clock
+
+if TYPE_CHECKING:
+    from clickrec.serving.service import Recommender
+
+log = logging.getLogger("clickrec.erasure")
+
+ERASED = "<erased>"
+
+
+def view(job: dict[str, Any]) -> dict[str, Any]:
+    """What clients see of a job: never the reader's ids."""
+    return {k: job.get(k) for k in ("id", "state", "created_at", "finished_at", "counts", "error")}
+
+
+class Eraser:
+    def __init__(
+        self,
+        catalog: SQLCatalog,
+        log_store: EventLog,
+        lake: Lake,
+        clock: Clock,
+        batch_folder: Path | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.log = log_store
+        self.lake = lake
+        self.clock = clock
+        self.batch_folder = batch_folder
+        self.wake = threading.Event()
+
+    def submit(self, user_id: str) -> dict[str, Any]:
+        job = self.catalog.add_erasure({"user_id": user_id}, self.clock.now())
+        self.wake.set()
+        return job
+
+    # -- phase 1: the serving process ------------------------------------------------------
+    def run_online(self, rec: Recommender | None) -> int:
+        """Phase 1 of every pending job; returns how many moved on to the lake phase."""
+        moved = 0
+        for job in self.catalog.list_erasures(["pending"]):
+            try:
+                moved += self._online(job, rec)
+            except Exception as exc:  # noqa: BLE001 - retried on the next pass
+                log.exception("erasure %s: online phase failed; retrying", job["id"])
+                self.catalog.update_erasure(job["id"], error=f"online phase: {type(exc).__name__}")
+        return moved
+
+    def _online(self, job: dict[str, Any], rec: Recommender | None) -> bool:
+        user = job["subject"]["user_id"]
+        events, sessions = self.log.erase_reader(user)
+        readers = [f"u:{user}", *(f"s:{s}" for s in sessions)]
+        forgotten = rec.state.forget(readers) if rec is not None else 0
+        counts = {
+            "events": events,
+            "sessions": len(sessions),
+            "online_readers": forgotten,
+            "profile": int(self.catalog.delete_user(user)),
+            "audit_entries": self.catalog.scrub_audit([f"/v1/users/{user}"], ERASED),
+            "batch_lines": self._scrub_batch_outputs(user, set(sessions)),
+        }
+        log.info({"message": "erasure online phase done", "erasure": job["id"], **counts})
+        return self.catalog.update_erasure(
+            job["id"],
+            expect="pending",
+            state="lake",
+            subject={"user_id": user, "sessions": sessions},
+            counts=counts,
+            error=None,
+        )
+
+    def _scrub_batch_outputs(self, user: str, sessions: set[str]) -> int:
+        """Drop the reader from batch-job outputs; returns how many entries went."""
+        if self.batch_folder is None or not self.batch_folder.is_dir():
+            return 0
+        needle = orjson.dumps(user)[1:-1]  # the id as it appears inside a JSON string
+        dropped = 0
+        for path in sorted(self.batch_folder.glob("*.jsonl")):
+            raw = path.read_bytes()
+            if needle not in raw and not any(orjson.dumps(s)[1:-1] in raw for s in sessions):
+                continue
+            kept: list[bytes] = []
+            for line in raw.splitlines():
+                entry, gone = _without_reader(orjson.loads(line), user, sessions)
+                dropped += gone
+                if entry is None or needle in (text := orjson.dumps(entry)):
+                    dropped += entry is not None
+                    continue
+                kept.append(text)
+            temp = path.with_suffix(".jsonl.tmp")
+            temp.write_bytes(b"".join(k + b"\n" for k in kept))
+            temp.replace(path)
+        return dropped
+
+    # -- phase 2: the lake's writer -------------------------------------------------------
+    def run_lake(self) -> int:
+        """Phase 2 of every job whose online phase is done, in one pass over the lake;
+        returns how many jobs finished. Call it only while holding the lake's writer lock."""
+        jobs = self.catalog.list_erasures(["lake"])
+        if not jobs:
+            return 0
+        users = [job["subject"]["user_id"] for job in jobs]
+        sessions = sorted({s for job in jobs for s in job["subject"]["sessions"]})
+        rows = files = 0
+        for part in self.lake.parts():
+            ids = self.lake.read_part(part, ["user_id", "session_id"])
+            doomed = _doomed(ids, users, sessions)
+            n = pc.sum(doomed).as_py() or 0
+            if not n:
+                continue
+            table = self.lake.read_part(part)
+            self.lake.replace_part(part, table.filter(pc.invert(doomed)))
+            rows += n
+            files += 1
+        scrubbed = self.log.scrub()
+        now = self.clock.now()
+        for job in jobs:
+            counts = {**job["counts"], "lake_rows": rows, "lake_files": files}
+            self.catalog.update_erasure(
+                job["id"],
+                expect="lake",
+                state="done",
+                finished_at=now,
+                subject=None,
+                counts=counts,
+                error=None if scrubbed else "the log's WAL was busy: not truncated",
+            )
+        self.catalog.compact()  # after the ids left the job rows
+        log.info({"message": "erasure done", "jobs": len(jobs), "lake_rows": rows})
+        return len(jobs)
+
+    def run_lake_safely(self) -> int:
+        """``run_lake`` for a loop that must go on (the archive consumer's)."""
+        try:
+            return self.run_lake()
+        except Exception:  # noqa: BLE001 - retried on the next pass
+            log.exception("erasure lake phase failed; retrying")
+            return 0
+
+
+def _doomed(ids: pa.Table, users: list[str], sessions: list[str]) -> pa.ChunkedArray:
+    """Rows of these users, and rows with no user in their sessions."""
+    user = ids.column("user_id")
+    mine = pc.fill_null(pc.is_in(user, value_set=pa.array(users, pa.string())), False)
+    if not sessions:
+        return mine
+    anonymous = pc.and_(
+        pc.is_null(user), pc.is_in(ids.column("session_id"), value_set=pa.array(sessions))
+    )
+    return pc.or_(mine, pc.fill_null(anonymous, False))
+
+
+def _without_reader(entry: Any, user: str, sessions: set[str]) -> tuple[Any, int]:
+    """(entry without the reader's sub-entries, how many went); None when it is theirs."""
+    if isinstance(entry, dict):
+        if entry.get("user_id") == user or (
+            entry.get("user_id") is None and entry.get("session_id") in sessions
+        ):
+            return None, 1
+        gone = 0
+        out = {}
+        for key, value in entry.items():
+            out[key], n = _without_reader(value, user, sessions)
+            gone += n
+        return out, gone
+    if isinstance(entry, list):
+        kept, gone = [], 0
+        for value in entry:
+            clean, n = _without_reader(value, user, sessions)
+            gone += n
+            if clean is not None:
+                kept.append(clean)
+        return kept, gone
+    return entry, 0
