@@ -12,7 +12,8 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -246,6 +247,7 @@ def worker(
     _configure_logging(settings.server.log_level)
     _start_tracing(settings, "worker")
     engine = Engine(settings, serving=False)
+    engine.trainer.runner = _run_in_child(engine)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -259,6 +261,39 @@ def worker(
     finally:
         engine.close()  # the archive flushes first, so its last spans are in the export
         _stop_tracing()
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """End this process at once when ``parent_pid`` is gone (re-parented), even mid-work."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        os._exit(3)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _run_in_child(engine: Any) -> Callable[[str], None]:
+    """A trainer runner that executes each run in a `clickrec train --run-id` child: the
+    memory a run takes is given back when it ends, so a long-lived worker stays flat. A
+    child that dies without recording its end (killed, out of memory) fails its run."""
+
+    def run(run_id: str) -> None:
+        command = [sys.executable, "-m", "clickrec.cli", "train", "--run-id", run_id]
+        command += ["--home", str(engine.settings.home), "--parent-pid", str(os.getpid())]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)  # nosec B603
+        state = (engine.catalog.get_run(run_id) or {}).get("state")
+        if state in ("pending", "running"):
+            error = f"the training process exited with code {done.returncode}"
+            logging.getLogger("clickrec.scheduler").error(
+                "training run %s: %s: %s", run_id, error, done.stderr[-2000:]
+            )
+            engine.catalog.update_run(
+                run_id, state="failed", error=error, finished_at=engine.clock.now()
+            )
+
+    return run
 
 
 def _configure_logging(level: str) -> None:
@@ -474,14 +509,29 @@ def import_items(
 
 
 @app.command()
-def train(home: HomeOpt = None) -> None:
+def train(
+    home: HomeOpt = None,
+    run_id: Annotated[
+        str | None,
+        typer.Option(help="Run this pending run (the worker's way) instead of a new one."),
+    ] = None,
+    parent_pid: Annotated[
+        int | None, typer.Option(help="Stop when this process (the worker) is gone.")
+    ] = None,
+) -> None:
     """Run the training pipeline now and show what it chose and published."""
     from clickrec.training.pipeline import execute_run
 
+    if parent_pid is not None:
+        _exit_with_parent(parent_pid)
     engine = _engine(home)
-    _start_tracing(engine.settings, "cli")
+    _start_tracing(engine.settings, "trainer" if run_id else "cli")
     try:
-        run = engine.catalog.create_run("cli", engine.clock.now())
+        run = engine.catalog.get_run(run_id) if run_id else None
+        if run_id and run is None:
+            err.print(f"[red]error:[/red] unknown training run: {run_id}")
+            raise typer.Exit(2)
+        run = run or engine.catalog.create_run("cli", engine.clock.now())
         with err.status("training…") as status:
             execute_run(
                 engine.pipeline,
@@ -636,9 +686,6 @@ def users_erase(
     """Erase a reader from the log, the lake, the online state, the catalog and batch
     outputs. With `clickrec serve` running, its server and worker do the job (as for
     DELETE /v1/users/{id}); otherwise this command does it."""
-    import threading
-    import time
-
     engine = _engine(home)
     try:
         job = engine.eraser.submit(user_id)

@@ -92,6 +92,9 @@ class ServingSettings(Section):
     model_poll_seconds: float = Field(default=1.0, gt=0)
     replay_events: int = Field(default=2_000_000, ge=0)
     """How many of the newest log events rebuild the online state at start-up."""
+    session_idle_minutes: float = Field(default=30.0, ge=0)
+    """An anonymous session with no event for this long (event time) is over and its
+    history leaves the online state (the log keeps it); 0 keeps every session."""
     context_weight: float = Field(default=1.0, ge=0, le=4)
     """How strongly a request's ``context`` bends trending toward what trends among events
     with the same context values (docs/context.md); 0 ignores contexts."""

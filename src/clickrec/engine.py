@@ -66,6 +66,7 @@ class Engine:
                     s.history_length,
                     s.seen_length,
                     s.max_context_values,
+                    s.session_idle_minutes,
                 ),
                 Exploration(s.exploration_weight, s.exploration_item_age_cutoff_days),
                 s.replay_events,

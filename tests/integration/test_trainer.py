@@ -79,3 +79,32 @@ def test_anonymous_sessions_train_with_a_last_event_holdout(engine: Engine) -> N
     assert done["metrics"]["holdout_protocol"] == "last-event"
     assert done["metrics"]["test_readers"] >= 50
     assert engine.catalog.live_model() is not None
+
+
+def test_a_run_left_running_by_a_dead_worker_is_failed_so_training_goes_on(
+    tmp_path: Path,
+) -> None:
+    engine = Engine(load_settings(tmp_path / "home", environ={}))
+    try:
+        run = engine.catalog.create_run("api", engine.clock.now())
+        assert engine.catalog.claim_run(run["id"], engine.clock.now())  # then the worker died
+        assert engine.trainer.due_trigger() is None  # a "running" run blocks every new one
+        assert engine.trainer.fail_interrupted() == 1
+        after = engine.catalog.get_run(run["id"])
+        assert after is not None and after["state"] == "failed"
+        assert "interrupted" in after["error"]
+        assert engine.trainer.fail_interrupted() == 0
+    finally:
+        engine.close()
+
+
+def test_the_worker_hands_each_run_to_a_runner(tmp_path: Path) -> None:
+    engine = Engine(load_settings(tmp_path / "home", environ={}))
+    try:
+        handed: list[str] = []
+        engine.trainer.runner = handed.append
+        run = engine.catalog.create_run("api", engine.clock.now())
+        engine.trainer.step()
+        assert handed == [run["id"]]
+    finally:
+        engine.close()

@@ -333,3 +333,30 @@ def test_item_facts_survive_the_item_index_growing() -> None:
     assert not state.available(T0 + 2 * HOUR)[state.item_index["first"]]
     assert state.trending().shape == (3003,)
     assert ranking(state)[0] == "p2999"
+
+
+def test_anonymous_sessions_idle_for_30_minutes_leave_the_online_state() -> None:
+    state = OnlineState(session_idle_minutes=30)
+    state.observe(["s:gone", "s:kept", "u:known"], ["a", "b", "c"], [0.0, 0.0, 0.0])
+    state.observe(["s:kept"], ["d"], [1500.0])  # 25 minutes later: still going
+    assert set(state.readers) == {"s:gone", "s:kept", "u:known"}
+    state.observe(["u:other"], ["e"], [1801.0])  # 30 minutes after s:gone's last event
+    assert set(state.readers) == {"s:kept", "u:known", "u:other"}
+    state.observe(["u:other"], ["f"], [1500.0 + 1801.0])
+    assert set(state.readers) == {"u:known", "u:other"}  # known readers are never dropped
+    keep_all = OnlineState(session_idle_minutes=0)
+    keep_all.observe(["s:x", "u:y"], ["a", "b"], [0.0, 1e6])
+    assert set(keep_all.readers) == {"s:x", "u:y"}
+
+
+def test_bulk_loaded_sessions_end_too_but_only_after_logins_could_merge_them() -> None:
+    state = OnlineState(session_idle_minutes=30)
+    load_bulk(
+        state,
+        np.array(["s:old", "s:recent", "u:known"]),
+        np.array(["a", "b", "c"]),
+        np.array([0.0, 5000.0, 5000.0]),
+    )
+    assert "s:old" in state.readers  # nothing dropped during the load itself
+    state.observe(["u:known"], ["d"], [5001.0])
+    assert set(state.readers) == {"s:recent", "u:known"}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import threading
 from array import array
+from collections import deque
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -64,8 +65,14 @@ class OnlineState:
         history_length: int = 50,
         seen_length: int = 500,
         max_context_values: int = 64,
+        session_idle_minutes: float = 30.0,
     ) -> None:
         self.half_life_s = trending_half_life_hours * 3600.0
+        # An anonymous session idle this long (event time) is over: its history is dropped,
+        # so a site's stream of one-visit readers cannot grow memory without end. Known
+        # users stay. 0 keeps every session.
+        self.session_idle_s = session_idle_minutes * 60.0 if session_idle_minutes > 0 else math.inf
+        self._session_times: deque[tuple[float, str]] = deque()  # (event time, "s:…")
         self.history_length = history_length  # newest reads that shape recommendations
         self.seen_length = max(seen_length, history_length)  # reads never shown again
         self.lock = threading.RLock()
@@ -205,10 +212,29 @@ class OnlineState:
                 hist.types.append(k)
                 if len(hist.items) > 2 * limit:
                     hist.trim(limit)
+            if self.session_idle_s < math.inf:
+                self._session_times.extend(
+                    (t, r) for r, t in zip(readers, ts.tolist(), strict=True) if r[0] == "s"
+                )
             self.events_seen += len(item_ids)
             for anon, known in merges:  # after the batch, so its anonymous reads move too
                 if anon in histories:
                     self.merge_reader(anon, known)
+            self.end_idle_sessions()
+
+    def end_idle_sessions(self) -> int:
+        """Drop anonymous sessions with no event in the last ``session_idle_s`` (event
+        time); returns how many. Each event is looked at once, so the cost is amortized."""
+        cutoff = self.newest_event_time - self.session_idle_s
+        times, readers, ended = self._session_times, self.readers, 0
+        with self.lock:
+            while times and times[0][0] < cutoff:
+                _, reader = times.popleft()
+                hist = readers.get(reader)
+                if hist is not None and (not hist.times or hist.times[-1] < cutoff):
+                    del readers[reader]
+                    ended += 1
+        return ended
 
     def _observe_context(
         self, contexts: Sequence[dict[str, str] | None], idx: np.ndarray, weights: np.ndarray
@@ -403,4 +429,9 @@ def load_bulk(
                 idx[rows].tolist(), ts[rows].tolist(), kinds[rows].tolist(), strict=True
             ):
                 hist.add(i, t, limit, k)
-        state.events_seen += len(ts)
+        if state.session_idle_s < math.inf:
+            last = ts[by_reader[bounds[1:] - 1]]  # each reader's newest event
+            anonymous = np.char.startswith(r_uniq.astype(str), "s:")
+            for k in np.flatnonzero(anonymous)[np.argsort(last[anonymous], kind="stable")]:
+                state._session_times.append((float(last[k]), str(r_uniq[k])))
+        state.events_seen += len(ts)  # idle sessions end at the next observe, after logins merge

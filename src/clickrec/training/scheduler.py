@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from clickrec.backends.base import EventLog
 from clickrec.backends.sql_catalog import SQLCatalog
@@ -31,6 +32,9 @@ class Trainer:
         self.settings = settings
         self.clock = clock
         self.wake = threading.Event()
+        # How a pending run is executed: in this process by default; the worker hands each
+        # run to a child process (``clickrec train --run-id``).
+        self.runner: Callable[[str], None] | None = None
         self._threshold_seq = 0  # log size when the last threshold attempt was made
 
     def due_trigger(self) -> str | None:
@@ -64,9 +68,30 @@ class Trainer:
             run = self.catalog.create_run(trigger, self.clock.now())
             log.info("training run %s started (%s)", run["id"], trigger)
         for run in reversed(self.catalog.list_runs(states=("pending",))):
-            execute_run(self.pipeline, self.catalog, run["id"], self.clock)
+            if self.runner is not None:
+                self.runner(run["id"])
+            else:
+                execute_run(self.pipeline, self.catalog, run["id"], self.clock)
+
+    def fail_interrupted(self) -> int:
+        """Mark runs left "running" by a worker that died as failed (one worker per home:
+        none of them can still be running); otherwise no run would ever start again."""
+        stale = self.catalog.list_runs(states=("running",))
+        for run in stale:
+            self.catalog.update_run(
+                run["id"],
+                state="failed",
+                error="interrupted: the worker running it stopped",
+                finished_at=self.clock.now(),
+            )
+            log.warning("training run %s was interrupted; marked failed", run["id"])
+        return len(stale)
 
     def run_forever(self, stop: threading.Event, interval: float) -> None:
+        try:
+            self.fail_interrupted()
+        except Exception:  # noqa: BLE001 - the catalog may be briefly unavailable
+            log.exception("could not check for interrupted training runs")
         while not stop.is_set():
             try:
                 self.step()
