@@ -108,17 +108,12 @@ def recipe(kind: str) -> Callable[[str, Config], LiveModel]:
 
 HALF_LIVES = [1.0, 6.0, 24.0, 168.0, 720.0, 8760.0]  # an hour to a year
 UP_GRID: list[Config] = [
-    {},  # the pipeline's three candidates first, as shipped (serving trending half-life 6 h)
+    {},  # the pipeline's candidates first, as shipped (serving trending half-life 6 h)
     {"trending_weight": 0.8},
-    {"history_half_life": 20.0},
-    {"blend": "product"},  # taste reorders what trends now (the pipeline's 4th candidate)
-    {"half_life_hours": 8760.0, "trending_half_life_hours": 168.0},
-    {
-        "half_life_hours": 8760.0,
-        "trending_half_life_hours": 8760.0,
-        "history_half_life": 20.0,
-        "history_length": 200,
-    },
+    {"blend": "product"},  # taste reorders what trends now
+    {"blend": "product", "trending_half_life_hours": 1.0},  # ... in the last hour
+    {"blend": "product", "trending_half_life_hours": 24.0},  # ... in the last day
+    {"half_life_hours": 8760.0, "trending_half_life_hours": 168.0},  # long tastes
 ]
 
 

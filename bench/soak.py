@@ -90,7 +90,10 @@ REQUEST_TIMEOUT_S = 30.0
 NUM_RESULTS = 25
 ACTIVE_SESSIONS = 1000  # sessions reading at any time; an event picks one at random
 SESSION_EVENTS = 5.0  # mean events per session
-NEW_READER_SHARE = 0.1  # of new sessions: anonymous readers never seen before
+# Of new sessions: anonymous readers never seen before. Most of a media site's traffic is
+# anonymous; known readers come back now and then (a few thousand readers cannot send
+# 500 events/s for half an hour). --new-reader-share changes it.
+NEW_READER_SHARE = 0.7
 REC_CLICK_SHARE = 0.05  # of events: a click on a recent recommendation, with its id
 SECTION_SHARE = 0.7  # of reads: in the session's favourite section
 RECENT_DAYS = 3.0  # posts older than this are no longer read
@@ -140,6 +143,7 @@ class Readership:
         self.readers = readers
         self.reader_cum = list(itertools.accumulate(activity))
         self.counter = itertools.count()
+        self.new_reader_share = NEW_READER_SHARE
         # (reader, recommendation_id, items) of recent answers: some get clicked.
         self.recommended: deque[tuple[str, str, list[str]]] = deque(maxlen=1000)
         self.reweigh(time.time())
@@ -170,7 +174,7 @@ class Readership:
 
     def new_session(self) -> Session:
         n = next(self.counter)
-        user = None if self.rng.random() < NEW_READER_SHARE else self.known_reader()
+        user = None if self.rng.random() < self.new_reader_share else self.known_reader()
         return Session(
             f"s-{self.tag}-{n}",
             user,
@@ -503,11 +507,16 @@ class Soak:
             metrics = parse_metrics((await call(admin, "GET", "/metrics")).decode())
         except Exception as exc:  # noqa: BLE001 - a failed scrape is an error like any other
             window.errors[f"metrics {getattr(exc, 'status', type(exc).__name__)}"] += 1
+        # The long-lived worker apart from its training runs' children: a run's memory is
+        # transient (given back when the child exits) and reported on its own.
         workers = descendants(self.server.pid)
-        worker_rss = 0.0
+        worker_rss = training_rss = 0.0
         for pid in workers:
             with contextlib.suppress(OSError):
-                worker_rss += proc_rss_mb(pid)
+                if b"worker" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"):
+                    worker_rss += proc_rss_mb(pid)
+                else:
+                    training_rss += proc_rss_mb(pid)
         sample = {
             "t_s": round(now - self.t0, 2),
             "window_s": round(span, 2),
@@ -525,6 +534,7 @@ class Soak:
             "send_lag_p99_ms": round(pct(window.send_lags, 99), 2),
             "server_rss_mb": round(proc_rss_mb(self.server.pid), 1),
             "worker_rss_mb": round(worker_rss, 1) if workers else None,
+            "training_rss_mb": round(training_rss, 1),
             "worker_pids": workers,
             "cpu_pct": cpu_pct,
             "loadavg_1m": os.getloadavg()[0],  # the machine's: other work skews latencies
@@ -783,6 +793,9 @@ def summarize(soak: Soak, args: argparse.Namespace) -> dict[str, Any]:
         "memory_flat": flat,
         "errors_ok": error_rate <= MAX_ERROR_RATE,
         "models_served": list(dict.fromkeys(models)),
+        "training_peak_mb": max(
+            (x.get("training_rss_mb") or 0.0 for x in soak.samples), default=0.0
+        ),
         "posts_published": soak.published,
         "error_samples": soak.load.error_samples,
     }
@@ -840,6 +853,12 @@ def summary_rows(s: dict[str, Any], args: argparse.Namespace) -> list[dict[str, 
                 f"{name} RSS trend after warm-up (MB/hour, linear fit)", m.get("trend_mb_per_hour")
             ),
         ]
+    rows.append(
+        row(
+            "training runs' children: peak RSS (MB, given back when they end)",
+            s["training_peak_mb"],
+        )
+    )
     by_status = ", ".join(f"{k}: {v}" for k, v in sorted(s["errors_by_status"].items())) or "none"
     rows += [
         row("requests, all kinds", s["requests"]),
@@ -1011,6 +1030,18 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--train-interval", type=float, default=5.0, help="the worker's trainer checks (s)"
     )
+    parser.add_argument(
+        "--new-reader-share",
+        type=float,
+        default=NEW_READER_SHARE,
+        help="share of new sessions by anonymous readers never seen before",
+    )
+    parser.add_argument(
+        "--session-idle-minutes",
+        type=float,
+        default=5.0,
+        help="the engine's serving.session_idle_minutes for this run (its default: 30)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--home", type=str, default=None, help="keep the home folder here")
     parser.add_argument(
@@ -1044,6 +1075,10 @@ def main() -> int:
             setup = build(home, args)
         tag = f"{int(time.time())}"
         readership = load_readership(home.path / "bench-data", tag, args.seed)
+        readership.new_reader_share = args.new_reader_share
+        # Anonymous sessions leave the online state once idle this long (the engine's
+        # default is 30 min): shorter than the warm-up, so the state reaches its bounds in it.
+        os.environ["CLICKREC_SERVING__SESSION_IDLE_MINUTES"] = str(args.session_idle_minutes)
         with Server(home, train_interval=args.train_interval) as server:
             log(f"server up in {server.startup_s:.1f}s at {server.url} (pid {server.pid})")
             setup |= train_once(server)
@@ -1075,7 +1110,9 @@ def main() -> int:
     title = (
         f"soak: {args.minutes:g} min of POST /v1/events at {args.ingest_rate:.0f} events/s "
         f"({args.batch} per request) and recommendations at {args.rec_rate:.0f} requests/s "
-        f"(mixed), a new post every {args.publish_every:.0f} s"
+        f"(mixed), a new post every {args.publish_every:.0f} s; "
+        f"{args.new_reader_share:.0%} of sessions by new anonymous readers, "
+        f"sessions end after {args.session_idle_minutes:g} idle minutes"
     )
     json_path = args.out_json
     doc = {

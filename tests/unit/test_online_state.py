@@ -360,3 +360,19 @@ def test_bulk_loaded_sessions_end_too_but_only_after_logins_could_merge_them() -
     assert "s:old" in state.readers  # nothing dropped during the load itself
     state.observe(["u:known"], ["d"], [5001.0])
     assert set(state.readers) == {"s:recent", "u:known"}
+
+
+def test_trending_is_kept_at_several_half_lives_for_models_to_choose() -> None:
+    state = OnlineState(trending_half_life_hours=6.0)
+    hour = 3600.0
+    state.observe(["r1", "r2", "r3", "r4"], ["old", "old", "old", "now"], [0, 0, 0, 10 * hour])
+    old, now = state.item_index["old"], state.item_index["now"]
+    hourly, daily = state.trending(1.0), state.trending(24.0)
+    assert hourly[now] > hourly[old]  # 3 reads 10 hours ago weigh 3/1024 at a 1-hour half-life
+    assert daily[old] > daily[now]  # ... and 3 × 0.75 at a 1-day one
+    assert np.array_equal(state.trending(7.0), state.trending())  # untracked: the state's own
+    np.testing.assert_allclose(state.trending(6.0)[[old, now]], [3 * 2 ** (-10 / 6), 1.0])
+    # Re-anchoring keeps every half-life's counts.
+    before = state.trending(1.0)
+    state._reanchor(20 * hour)
+    np.testing.assert_allclose(state.trending(1.0), before)

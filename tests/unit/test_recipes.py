@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from clickrec.models.base import Artifact, Interactions, RecipeParams
-from clickrec.models.recipes import decay_weights, fit, item_similarity, popularity
+from clickrec.models.recipes import (
+    decay_weights,
+    fit,
+    fit_cached,
+    item_similarity,
+    popularity,
+)
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 HOUR = 3600.0
@@ -218,3 +225,17 @@ def test_artifact_save_and_load_round_trip(co_read: Interactions, tmp_path: Path
     assert top_neighbour(back.similarity, co_read, "a") == top_neighbour(
         art.similarity, co_read, "a"
     )
+
+
+def test_candidates_that_differ_only_in_scoring_share_one_fit(co_read: Interactions) -> None:
+    cache: dict = {}
+    base = RecipeParams()
+    product = replace(base, blend="product", trending_half_life_hours=1.0)
+    one = fit_cached("user-personalization", co_read, base, cache)
+    two = fit_cached("user-personalization", co_read, product, cache)
+    assert two.similarity is one.similarity and two.params == product and one.params == base
+    assert (two.similarity != fit("user-personalization", co_read, product).similarity).nnz == 0
+    longer = fit_cached("user-personalization", co_read, replace(base, half_life_hours=99), cache)
+    assert longer.similarity is not one.similarity  # a knob of the fit: fitted again
+    trending = fit_cached("trending-now", co_read, base, cache)
+    assert trending.recipe == "trending-now" and trending.similarity.nnz == 0

@@ -16,6 +16,7 @@ model that recommends one of them, or an item twice, is an error.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -117,18 +118,21 @@ def run(
     ks: Sequence[int] = KS,
     progress: Progress = lambda step: None,
     contexts: Sequence[dict[str, str] | None] | None = None,
+    answers: Callable[[str, int, np.ndarray], None] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Per model: ``hr@k`` and ``mrr@k`` for each k, ``sampled`` queries, ``observed``
     events, ``cold_share`` of queries, and its ``fit_s`` and ``replay_s`` seconds.
 
     ``contexts`` (one context map per event of ``data``, or None) go to the models that
     use them (``uses_context``): with every event fed, and with each query the context of
-    the event asked about (the request comes from where the reader is)."""
+    the event asked about (the request comes from where the reader is). ``answers`` is
+    told (model name, query number, its top k) for each query, for reports of its own."""
     results: dict[str, dict[str, float]] = {}
     for model in models:
         progress(model.name)
         started = time.perf_counter()
-        ranks, observed, fit_s = _ranks(model, data, stream, max(ks), contexts)
+        told = None if answers is None else functools.partial(answers, model.name)
+        ranks, observed, fit_s = _ranks(model, data, stream, max(ks), contexts, told)
         results[model.name] = {
             **rates(ranks, ks),
             "sampled": float(len(stream.queries)),
@@ -157,6 +161,7 @@ def _ranks(
     stream: Stream,
     k: int,
     contexts: Sequence[dict[str, str] | None] | None = None,
+    told: Callable[[int, np.ndarray], None] | None = None,
 ) -> tuple[np.ndarray, int, float]:
     """1-based rank of each query's item in the model's top ``k``; events fed; fit seconds."""
     started = time.perf_counter()
@@ -194,6 +199,8 @@ def _ranks(
         else:
             answer = model.recommend(reader, k, exclude)
         top = checked(model, answer, exclude, k)
+        if told is not None:
+            told(q, top)
         where = np.flatnonzero(top == data.item[event])
         ranks[q] = int(where[0]) + 1 if len(where) else 0
     feed(len(stream.events))

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from clickrec.backends.base import EventLog, Lake
+from clickrec.core import memory
 from clickrec.observability import tracing
 
 logger = logging.getLogger("clickrec.archive")
@@ -51,6 +52,7 @@ class ArchiveConsumer:
         self.max_attempts = max_attempts
         self._attempts: dict[int, int] = {}  # seq -> failed passes so far
         self._recovered = False
+        self._busy = False  # archived something since it was last caught up
         # Work that needs the lake's writer lock, run between two batches (erasures).
         self.between_batches: Callable[[], object] | None = None
 
@@ -178,7 +180,13 @@ class ArchiveConsumer:
             if self.between_batches is not None:
                 self.between_batches()
             if archived is None or archived == 0:
+                if archived == 0 and self._busy:  # caught up after work: memory back to the OS
+                    pa.default_memory_pool().release_unused()
+                    memory.trim()
+                self._busy = False
                 stop.wait(idle_seconds)
+            else:
+                self._busy = True
         self._flush()
 
     def _flush(self) -> None:

@@ -64,6 +64,9 @@ class RecipeParams:
     # How taste and trending combine: "sum" adds them (taste can bring back old posts);
     # "product" lets taste reorder what is trending now (readers who follow fresh news).
     blend: str = "sum"
+    # The trending half-life this model scores with (one the online state tracks: its own
+    # or TRACKED_HALF_LIVES); None: the serving setting.
+    trending_half_life_hours: float | None = None
 
 
 @dataclass

@@ -17,6 +17,9 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 _REANCHOR_HALVINGS = 400.0  # re-anchor before 2**x overflows float64 (max ~2**1023)
+# Trending is also kept at these half-lives (hours), so a model can choose the decay that
+# fits its site (``RecipeParams.trending_half_life_hours``) from the same online state.
+TRACKED_HALF_LIVES = (1.0, 24.0)
 
 
 class ReaderHistory:
@@ -72,7 +75,9 @@ class OnlineState:
         # so a site's stream of one-visit readers cannot grow memory without end. Known
         # users stay. 0 keeps every session.
         self.session_idle_s = session_idle_minutes * 60.0 if session_idle_minutes > 0 else math.inf
-        self._session_times: deque[tuple[float, str]] = deque()  # (event time, "s:…")
+        # (an event time, "s:…") per anonymous session, about in time order: one entry
+        # per session, moved to the back when the session turns out to be still going.
+        self._session_times: deque[tuple[float, str]] = deque()
         self.history_length = history_length  # newest reads that shape recommendations
         self.seen_length = max(seen_length, history_length)  # reads never shown again
         self.lock = threading.RLock()
@@ -80,6 +85,12 @@ class OnlineState:
         self.item_ids: list[str] = []
         cap = 1024
         self._trend = np.zeros(cap)  # sum of 2**((t - anchor) / half_life) per item
+        self._other_trends = {  # the same at the other tracked half-lives (seconds)
+            hours * 3600.0: np.zeros(cap)
+            for hours in TRACKED_HALF_LIVES
+            if hours * 3600.0 != self.half_life_s
+        }
+        self._shortest_s = min([self.half_life_s, *self._other_trends])
         self._count = np.zeros(cap, dtype=np.int64)
         self.published_at = np.full(cap, np.nan)
         self.expires_at = np.full(cap, np.inf)
@@ -123,6 +134,7 @@ class OnlineState:
             return out
 
         self._trend = pad(self._trend, 0.0)
+        self._other_trends = {h: pad(v, 0.0) for h, v in self._other_trends.items()}
         self._count = pad(self._count, 0)
         self.published_at = pad(self.published_at, np.nan)
         self.expires_at = pad(self.expires_at, np.inf)
@@ -190,10 +202,7 @@ class OnlineState:
                 self.anchor = newest
             if newest > self.newest_event_time:
                 self.newest_event_time = newest
-            if (self.newest_event_time - self.anchor) / self.half_life_s > _REANCHOR_HALVINGS:
-                self._reanchor(self.newest_event_time)
-            weights = np.exp2((ts - self.anchor) / self.half_life_s)
-            np.add.at(self._trend, idx, weights)
+            weights = self._add_trending(idx, ts)
             np.add.at(self._count, idx, 1)
             if contexts is not None:
                 self._observe_context(contexts, idx, weights)
@@ -203,19 +212,18 @@ class OnlineState:
                 if event_types is not None
                 else [0] * len(item_ids)
             )
+            sessions = self._session_times if self.session_idle_s < math.inf else None
             for reader, i, t, k in zip(readers, idx.tolist(), ts.tolist(), codes, strict=True):
                 hist = histories.get(reader)
                 if hist is None:
                     hist = histories[reader] = ReaderHistory()
+                    if sessions is not None and reader[0] == "s":
+                        sessions.append((t, reader))
                 hist.items.append(i)  # ReaderHistory.add, inlined: the ingest hot path
                 hist.times.append(t)
                 hist.types.append(k)
                 if len(hist.items) > 2 * limit:
                     hist.trim(limit)
-            if self.session_idle_s < math.inf:
-                self._session_times.extend(
-                    (t, r) for r, t in zip(readers, ts.tolist(), strict=True) if r[0] == "s"
-                )
             self.events_seen += len(item_ids)
             for anon, known in merges:  # after the batch, so its anonymous reads move too
                 if anon in histories:
@@ -231,9 +239,14 @@ class OnlineState:
             while times and times[0][0] < cutoff:
                 _, reader = times.popleft()
                 hist = readers.get(reader)
-                if hist is not None and (not hist.times or hist.times[-1] < cutoff):
+                if hist is None:
+                    continue  # merged into a user who logged in, or erased
+                newest = hist.times[-1] if hist.times else -math.inf
+                if newest < cutoff:
                     del readers[reader]
                     ended += 1
+                else:  # still going: looked at again once idle that long after its newest
+                    times.append((newest, reader))
         return ended
 
     def _observe_context(
@@ -305,18 +318,36 @@ class OnlineState:
         with self.lock:
             return sum(self.readers.pop(reader, None) is not None for reader in readers)
 
+    def _add_trending(self, idx: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """Add events to the decayed counts at every tracked half-life (under the lock,
+        ``newest_event_time`` already moved); returns their weights at the main one."""
+        assert self.anchor is not None
+        if (self.newest_event_time - self.anchor) / self._shortest_s > _REANCHOR_HALVINGS:
+            self._reanchor(self.newest_event_time)
+        weights = np.exp2((ts - self.anchor) / self.half_life_s)
+        np.add.at(self._trend, idx, weights)
+        for half_life, counts in self._other_trends.items():
+            np.add.at(counts, idx, np.exp2((ts - self.anchor) / half_life))
+        return weights
+
     def _reanchor(self, new_anchor: float) -> None:
         assert self.anchor is not None
         scale = np.exp2((self.anchor - new_anchor) / self.half_life_s)
         self._trend *= scale
         self._context *= scale
+        for half_life, counts in self._other_trends.items():
+            counts *= np.exp2((self.anchor - new_anchor) / half_life)
         self.anchor = new_anchor
 
     # -- reads ---------------------------------------------------------------------------
-    def trending(self) -> np.ndarray:
-        """Decayed counts per item index, scaled so the top item scores 1 (a copy)."""
+    def trending(self, half_life_hours: float | None = None) -> np.ndarray:
+        """Decayed counts per item index, scaled so the top item scores 1 (a copy); at
+        ``half_life_hours`` when that is a tracked one, else at the state's own."""
         with self.lock:
-            t = self._trend[: self.n_items].copy()
+            counts = self._trend
+            if half_life_hours is not None:
+                counts = self._other_trends.get(half_life_hours * 3600.0, self._trend)
+            t = counts[: self.n_items].copy()
         top = t.max() if len(t) else 0.0
         return t / top if top > 0 else t
 
@@ -405,10 +436,7 @@ def load_bulk(
         if state.anchor is None:
             state.anchor = newest
         state.newest_event_time = max(state.newest_event_time, newest)
-        if (state.newest_event_time - state.anchor) / state.half_life_s > _REANCHOR_HALVINGS:
-            state._reanchor(state.newest_event_time)
-        weights = np.exp2((ts - state.anchor) / state.half_life_s)
-        np.add.at(state._trend, idx, weights)
+        weights = state._add_trending(idx, ts)
         np.add.at(state._count, idx, 1)
         if contexts is not None:
             state._observe_context([contexts[j] for j in order.tolist()], idx, weights)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -80,3 +82,19 @@ def fit(recipe: str, data: Interactions, params: RecipeParams) -> Artifact:
     else:
         sim = item_similarity(data, until, params)
     return Artifact(recipe, data.item_ids, pop, sim, until, params)
+
+
+FitCache = dict[tuple[object, ...], Artifact]
+
+
+def fit_cached(recipe: str, data: Interactions, params: RecipeParams, cache: FitCache) -> Artifact:
+    """``fit``, sharing the work between candidates that differ only in how they score
+    (blend, weights, trending half-life): the similarity and popularity depend on the
+    recipe's kind and four knobs. ``cache`` must serve one ``data`` only."""
+    similar = recipe not in ("trending-now", "popularity-count")
+    key: tuple[object, ...] = (similar, params.half_life_hours, params.neighbours)
+    key += (params.session_window, params.shrinkage)
+    found = cache.get(key)
+    if found is None:
+        found = cache[key] = fit(recipe, data, params)
+    return replace(found, recipe=recipe, params=params, metrics={})

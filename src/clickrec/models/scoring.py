@@ -136,7 +136,9 @@ class Scorer:
             now = state.newest_event_time
             bonus = self.freshness(now, n) if np.isfinite(now) else np.zeros(n)
             bonus[~state.available(now)] = -np.inf
-            self._cache = (state.trending() + NEWEST_TIEBREAK * state.newness(), bonus)
+            half_life = self.artifact.params.trending_half_life_hours if self.artifact else None
+            trending = state.trending(half_life)
+            self._cache = (trending + NEWEST_TIEBREAK * state.newness(), bonus)
             self._cache_key, self._cache_seen = key, seen
         return self._cache
 

@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 
 from clickrec.backends.base import EventLog
 from clickrec.backends.sql_catalog import SQLCatalog
+from clickrec.core import memory
 from clickrec.core.datakeys import DataKeys
 from clickrec.core.errors import InvalidInput, NotFound
 from clickrec.core.schema import reader_column, reader_key
@@ -296,6 +297,8 @@ class Recommender:
         scorer = Scorer(artifact, self.state, self.exploration, self.context_weight)
         self.scorer, self.model_version = scorer, live["version"]
         log.info("now serving model %s (%s)", live["version"], artifact.recipe)
+        del scorer, artifact
+        memory.trim()  # the old model's arrays, freed now, go back to the OS
         return True
 
     def run_background(self, stop: threading.Event, interval: float, model_poll: float) -> None:

@@ -10,7 +10,7 @@ from clickrec.evaluation.metrics import rank_metrics, top_popular
 from clickrec.evaluation.split import TemporalSplit
 from clickrec.models.base import Interactions, RecipeParams
 from clickrec.models.online import OnlineState, load_bulk
-from clickrec.models.recipes import fit
+from clickrec.models.recipes import FitCache, fit, fit_cached
 from clickrec.models.scoring import Exploration, Scorer, top_n
 
 K = 20
@@ -45,10 +45,14 @@ def evaluate_recipe(
     max_readers: int = 2000,
     seed: int = 0,
     seen_length: int = 500,
+    cache: FitCache | None = None,
 ) -> dict[str, float]:
-    """Fit on the part before the cut, rank the full catalog for test readers, score."""
+    """Fit on the part before the cut, rank the full catalog for test readers, score.
+    ``cache``: shared by the candidates of one split (see ``fit_cached``)."""
     train = data.subset(split.train)
-    artifact = fit(recipe, train, params)
+    artifact = (
+        fit(recipe, train, params) if cache is None else fit_cached(recipe, train, params, cache)
+    )
     state = state_from(train, item_facts, trending_half_life_hours, history_length, seen_length)
     scorer = Scorer(artifact, state, exploration)
     readers = split.test_readers

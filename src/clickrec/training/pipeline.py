@@ -22,7 +22,7 @@ from clickrec.core.errors import NotEnoughData
 from clickrec.evaluation.split import TemporalSplit, last_event_split, temporal_split
 from clickrec.lake.reader import load_events
 from clickrec.models.base import Artifact, Interactions, RecipeParams
-from clickrec.models.recipes import fit
+from clickrec.models.recipes import FitCache, fit
 from clickrec.models.scoring import Exploration
 from clickrec.observability import tracing
 from clickrec.training.dataset import TRAINING_COLUMNS, readiness, to_interactions
@@ -60,6 +60,23 @@ def candidates(base: RecipeParams) -> list[Candidate]:
             "user-personalization/within-trending",
             "user-personalization",
             replace(base, blend="product"),
+        ),
+        # How fast readers move on differs by site: the same blend over what trended in
+        # the last hour, or the last day (half-lives the online state tracks as well).
+        Candidate(
+            "user-personalization/within-hourly-trending",
+            "user-personalization",
+            replace(base, blend="product", trending_half_life_hours=1.0),
+        ),
+        Candidate(
+            "user-personalization/within-daily-trending",
+            "user-personalization",
+            replace(base, blend="product", trending_half_life_hours=24.0),
+        ),
+        Candidate(
+            "trending-now/hourly",
+            "trending-now",
+            replace(base, trending_half_life_hours=1.0),
         ),
     ]
 
@@ -129,6 +146,7 @@ class Pipeline:
         exploration = Exploration(serve.exploration_weight, serve.exploration_item_age_cutoff_days)
         base = RecipeParams(half_life_hours=cfg.half_life_hours, neighbours=cfg.neighbours)
         split, protocol = holdout(data, cfg.holdout_fraction)
+        fitted: FitCache = {}  # candidates that differ only in scoring share one fit
 
         def evaluate(recipe: str, params: RecipeParams) -> dict[str, float]:
             """A recipe on this run's holdout, through the serving scorer."""
@@ -142,6 +160,7 @@ class Pipeline:
                 serve.trending_half_life_hours,
                 serve.history_length,
                 seen_length=serve.seen_length,
+                cache=fitted,
             )
 
         scores: dict[str, dict[str, float]] = {}
