@@ -8,10 +8,10 @@ behaves exactly like live traffic.
 
 from __future__ import annotations
 
+import heapq
 import math
 import threading
 from array import array
-from collections import deque
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -75,9 +75,9 @@ class OnlineState:
         # so a site's stream of one-visit readers cannot grow memory without end. Known
         # users stay. 0 keeps every session.
         self.session_idle_s = session_idle_minutes * 60.0 if session_idle_minutes > 0 else math.inf
-        # (an event time, "s:…") per anonymous session, about in time order: one entry
-        # per session, moved to the back when the session turns out to be still going.
-        self._session_times: deque[tuple[float, str]] = deque()
+        # A min-heap of (an event time, "s:…"), one entry per anonymous session, pushed
+        # back with its newest time when the session turns out to be still going.
+        self._session_times: list[tuple[float, str]] = []
         self.history_length = history_length  # newest reads that shape recommendations
         self.seen_length = max(seen_length, history_length)  # reads never shown again
         self.lock = threading.RLock()
@@ -218,7 +218,7 @@ class OnlineState:
                 if hist is None:
                     hist = histories[reader] = ReaderHistory()
                     if sessions is not None and reader[0] == "s":
-                        sessions.append((t, reader))
+                        heapq.heappush(sessions, (t, reader))
                 hist.items.append(i)  # ReaderHistory.add, inlined: the ingest hot path
                 hist.times.append(t)
                 hist.types.append(k)
@@ -237,7 +237,7 @@ class OnlineState:
         times, readers, ended = self._session_times, self.readers, 0
         with self.lock:
             while times and times[0][0] < cutoff:
-                _, reader = times.popleft()
+                _, reader = heapq.heappop(times)
                 hist = readers.get(reader)
                 if hist is None:
                     continue  # merged into a user who logged in, or erased
@@ -246,7 +246,7 @@ class OnlineState:
                     del readers[reader]
                     ended += 1
                 else:  # still going: looked at again once idle that long after its newest
-                    times.append((newest, reader))
+                    heapq.heappush(times, (newest, reader))
         return ended
 
     def _observe_context(
@@ -461,5 +461,5 @@ def load_bulk(
             last = ts[by_reader[bounds[1:] - 1]]  # each reader's newest event
             anonymous = np.char.startswith(r_uniq.astype(str), "s:")
             for k in np.flatnonzero(anonymous)[np.argsort(last[anonymous], kind="stable")]:
-                state._session_times.append((float(last[k]), str(r_uniq[k])))
+                heapq.heappush(state._session_times, (float(last[k]), str(r_uniq[k])))
         state.events_seen += len(ts)  # idle sessions end at the next observe, after logins merge
