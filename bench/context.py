@@ -2,7 +2,7 @@
 section tastes depend on their device, each recipe with and without contexts (the same
 engine code: the online state, the scorer), and on a blog where devices carry no signal.
 
-    .venv/bin/python bench/context.py [--users 2000] [--days 14] [--effect 0.8]
+    .venv/bin/python bench/context.py [--users 2000] [--days 14] [--effects 2,0.8,0]
 
 Every event carries ``{"device": "phone"|"desktop"}``; each query is asked with the
 context of the event it is about (the request comes from the device the reader is on).
@@ -90,12 +90,15 @@ def markdown(
     lines = [
         "# Context: does the request's device help?",
         "",
-        f"`python bench/context.py --users {args.users} --days {args.days} --effect {args.effect}` "
+        f"`python bench/context.py --users {args.users} --days {args.days} "
+        f"--effects {args.effects}` "
         f"({wall:.0f} s). Replay protocol (fit before the last {HOLDOUT:.0%} of the time, "
         "then every later event fed in order; before a sampled first touch of an item, the "
         "reader's top 20). Each recipe is run twice in the same run: fed and asked without "
         "contexts (the baseline) and with them (`context_weight` 1). *cold*: queries of "
-        "readers with nothing read before (where only trending can help).",
+        "readers with nothing read before (where only trending can help); there are few "
+        "of them, so their columns are noisy. With 5,000 queries a change in MRR@20 under "
+        "about 2 % is within noise.",
         "",
     ]
     for title, results in runs.items():
@@ -166,7 +169,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--days", type=int, default=14)
-    parser.add_argument("--effect", type=float, default=0.8)
+    parser.add_argument(
+        "--effects", default="2,0.8,0", help="device effects to run, comma-separated"
+    )
     parser.add_argument("--queries", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--out-md", type=Path, default=DOCS / "context.md")
@@ -174,7 +179,7 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     runs = {}
-    for effect in (args.effect, 0.0):
+    for effect in [float(e) for e in args.effects.split(",")]:
         title = f"device effect {effect:g} ({args.users} readers, {args.days} days)"
         log(title)
         data, contexts = dataset(args.users, args.days, effect, args.seed)

@@ -88,10 +88,14 @@ class RecipeModel:
         seen_length: int = 500,
         exploration: Exploration = Exploration(),
         context_weight: float = 0.0,
+        published_at: np.ndarray | None = None,
     ) -> None:
         self.name = name
         self.recipe = recipe
         self.context_weight = context_weight  # > 0: fed contexts, asked with one
+        # Publication time per item of the data (NaN: unknown), as the catalog tells
+        # serving; exploration only favours posts whose age it knows.
+        self.published_at = published_at
         self.params = params
         self.trending_half_life_hours = trending_half_life_hours
         self.history_length = history_length
@@ -118,6 +122,11 @@ class RecipeModel:
         state = OnlineState(self.trending_half_life_hours, self.history_length, self.seen_length)
         for item_id in train.item_ids.tolist():  # live index == data index
             state.index_of(item_id)
+        if self.published_at is not None:
+            for item_id, when in zip(
+                train.item_ids.tolist(), self.published_at.tolist(), strict=True
+            ):
+                state.set_item(item_id, None if np.isnan(when) else when, ())
         readers, items = train.reader_ids[train.reader], train.item_ids[train.item]
         load_bulk(state, readers, items, train.timestamp, contexts=contexts)
         self._state = state
