@@ -250,7 +250,8 @@ class Recommender:
             seqs = table.column("seq").to_pylist()
             with self._local_lock:
                 fresh = [i for i, s in enumerate(seqs) if s not in self._local]
-                self._local.difference_update(seqs)
+                # Every seq passed, read or not: an erased one leaves a gap in the log.
+                self._local.difference_update(range(self._cursor + 1, seqs[-1] + 1))
             self._cursor = seqs[-1]
         if fresh:
             applied = table.take(fresh)
