@@ -19,8 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-from common import log
+from common import log, pyplot
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from clickrec.config import ServingSettings  # noqa: E402
@@ -29,7 +28,7 @@ from clickrec.evaluation.live import RecipeModel  # noqa: E402
 from clickrec.models.base import RecipeParams  # noqa: E402
 from clickrec.models.scoring import Exploration  # noqa: E402
 from clickrec.testing.synthetic import BlogSpec, generate_blog  # noqa: E402
-from clickrec.training.dataset import TRAINING_COLUMNS, to_interactions  # noqa: E402
+from clickrec.training.dataset import to_interactions, training_table  # noqa: E402
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 HOLDOUT = 0.2
@@ -42,9 +41,7 @@ PARAMS = replace(RecipeParams(), blend="product")
 
 def load(users: int, days: int, seed: int):  # type: ignore[no-untyped-def]
     blog = generate_blog(BlogSpec(users=users, days=days, seed=seed))
-    table = blog.interactions.sort_by([("timestamp", "ascending")])
-    seq = pa.array(np.arange(1, table.num_rows + 1, dtype=np.int64))
-    data = to_interactions(table.append_column("seq", seq).select(list(TRAINING_COLUMNS)))
+    data = to_interactions(training_table(blog.interactions))
     published = dict(
         zip(
             blog.items.column("item_id").to_pylist(),
@@ -165,13 +162,8 @@ def markdown(
 
 
 def plot(rows: list[dict[str, float]], path: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        log("matplotlib not installed (pip install -e .[quality]): no plot")
+    plt = pyplot()
+    if plt is None:
         return
     rows = rows[:-1]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))

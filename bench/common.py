@@ -571,3 +571,17 @@ def verdict(ok: bool) -> str:
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def pyplot() -> Any | None:
+    """matplotlib's pyplot on the file-only Agg backend, or None (said once on stderr) when
+    the optional ``quality`` extra is not installed: the figures still print."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("matplotlib is not installed (pip install -e '.[quality]'): no plot")
+        return None
+    return plt

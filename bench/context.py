@@ -19,15 +19,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-from common import log
+from common import log, pyplot
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from clickrec.evaluation import replay as rp  # noqa: E402
 from clickrec.evaluation.live import RecipeModel  # noqa: E402
 from clickrec.models.base import RecipeParams  # noqa: E402
 from clickrec.testing.synthetic import BlogSpec, generate_blog  # noqa: E402
-from clickrec.training.dataset import TRAINING_COLUMNS, to_interactions  # noqa: E402
+from clickrec.training.dataset import to_interactions, training_table  # noqa: E402
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 HOLDOUT = 0.2
@@ -45,9 +44,7 @@ def dataset(users: int, days: int, effect: float, seed: int) -> tuple:  # type: 
     spec = BlogSpec(users=users, days=days, seed=seed, device_effect=max(effect, 1e-9))
     table = generate_blog(spec).interactions.sort_by([("timestamp", "ascending")])
     contexts = [{"device": d} for d in table.column("device").to_pylist()]
-    seq = pa.array(np.arange(1, table.num_rows + 1, dtype=np.int64))
-    table = table.append_column("seq", seq).select(list(TRAINING_COLUMNS))
-    data = to_interactions(table)  # sorted by (timestamp, seq): the same order as contexts
+    data = to_interactions(training_table(table))  # already in time order: as contexts
     return data, contexts
 
 
@@ -134,13 +131,8 @@ def markdown(
 
 
 def plot(runs: dict[str, dict[str, dict[str, float]]], path: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        log("matplotlib not installed (pip install -e .[quality]): no plot")
+    plt = pyplot()
+    if plt is None:
         return
     fig, axes = plt.subplots(1, len(runs), figsize=(6 * len(runs), 4), squeeze=False)
     for ax, (title, results) in zip(axes[0], runs.items(), strict=True):

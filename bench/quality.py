@@ -44,7 +44,7 @@ from clickrec.evaluation.live import LiveModel, RecipeModel  # noqa: E402
 from clickrec.importing import InteractionColumns  # noqa: E402
 from clickrec.models.base import Interactions, RecipeParams  # noqa: E402
 from clickrec.testing.synthetic import BlogSpec, generate_blog  # noqa: E402
-from clickrec.training.dataset import TRAINING_COLUMNS, to_interactions  # noqa: E402
+from clickrec.training.dataset import to_interactions, training_table  # noqa: E402
 from clickrec.training.offline import ALL_TIME_HOURS, load_dataset  # noqa: E402
 from clickrec.training.pipeline import holdout  # noqa: E402
 
@@ -188,14 +188,6 @@ class Dataset:
     protocols: tuple[str, ...]
     note: str
     test_sessions: np.ndarray | None = None  # bool per event (next click): test sessions
-
-
-def training_table(table: pa.Table) -> pa.Table:
-    """``table`` (timestamp, user_id, session_id, item_id, event_type) with a fresh seq."""
-    table = table.select(["timestamp", "user_id", "session_id", "item_id", "event_type"])
-    table = table.sort_by([("timestamp", "ascending")])
-    seq = pa.array(np.arange(1, table.num_rows + 1, dtype=np.int64))
-    return table.append_column("seq", seq).select(list(TRAINING_COLUMNS))
 
 
 def keep_share(table: pa.Table, column: str, share: float, seed: int = 0) -> pa.Table:
@@ -367,6 +359,7 @@ def config_text(config: Config) -> str:
     }
     if not config:
         return "defaults"
+
     def text(v: Any) -> str:
         if isinstance(v, str):
             return v

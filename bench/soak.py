@@ -71,6 +71,7 @@ from common import (
     markdown_table,
     proc_cpu_seconds,
     proc_rss_mb,
+    pyplot,
     row,
     run_cli,
     verdict,
@@ -878,13 +879,9 @@ def summary_rows(s: dict[str, Any], args: argparse.Namespace) -> list[dict[str, 
 
 
 def plot(doc: dict[str, Any], path: Path) -> bool:
-    try:
-        import matplotlib
-    except ImportError:
-        log("matplotlib is not installed (pip install -e '.[quality]'): no plot")
+    plt = pyplot()
+    if plt is None:
         return False
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     samples = doc["samples"]
     t = [s["t_s"] / 60.0 for s in samples]

@@ -22,7 +22,7 @@ from clickrec.evaluation.split import temporal_split
 from clickrec.models.base import Interactions, RecipeParams
 from clickrec.models.scoring import Exploration
 from clickrec.testing.synthetic import BlogSpec, generate_blog
-from clickrec.training.dataset import TRAINING_COLUMNS, to_interactions
+from clickrec.training.dataset import to_interactions, training_table
 from clickrec.training.evaluate import evaluate_recipe
 from clickrec.training.offline import session_next_click
 
@@ -34,8 +34,7 @@ def blog_table(users: int = 150, days: int = 6, anonymous: bool = False) -> pa.T
     if anonymous:
         at = table.column_names.index("user_id")
         table = table.set_column(at, "user_id", pa.nulls(table.num_rows, pa.string()))
-    seq = pa.array(np.arange(1, table.num_rows + 1, dtype=np.int64))
-    return table.append_column("seq", seq).select(list(TRAINING_COLUMNS))
+    return training_table(table)
 
 
 @pytest.fixture(scope="module")

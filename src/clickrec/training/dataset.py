@@ -15,6 +15,14 @@ from clickrec.models.base import Interactions
 TRAINING_COLUMNS = ("seq", "timestamp", "user_id", "session_id", "item_id", "event_type")
 
 
+def training_table(table: pa.Table) -> pa.Table:
+    """Events with at least the training columns but ``seq``, in time order (a stable
+    sort), numbered 1..n: what ``to_interactions`` takes, from a file or a generator."""
+    table = table.sort_by([("timestamp", "ascending")])
+    seq = pa.array(np.arange(1, table.num_rows + 1, dtype=np.int64))
+    return table.append_column("seq", seq).select(list(TRAINING_COLUMNS))
+
+
 def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     """Dense integer codes for a string column, and the distinct values in code order."""
     encoded = pc.dictionary_encode(column).combine_chunks()
