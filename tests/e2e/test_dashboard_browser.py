@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from clickrec.testing.crash import free_port, wait_for
+from clickrec.testing.crash import serving
 
 from .test_server import CLI, cli, key_from
 
@@ -61,30 +60,8 @@ def served(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     cli(home, "import", "items", str(demo / "items.csv"))
     cli(home, "import", "interactions", str(demo / "interactions.csv"))
     cli(home, "train")
-    port = free_port()
-    proc = subprocess.Popen(
-        [*CLI, "serve", "--home", str(home), "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        try:
-            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    try:
-        wait_for(healthy, 60)
+    with serving(home) as (url, _):
         yield url, keys
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture

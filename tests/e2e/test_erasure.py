@@ -4,7 +4,6 @@ leaves no byte of the reader's ids anywhere in the home folder, models included.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from clickrec.testing.crash import free_port, wait_for
+from clickrec.testing.crash import serving, stop_server, wait_for
 from tests._scan import where
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -41,17 +40,8 @@ def test_an_erased_reader_leaves_no_byte_in_a_running_engines_home(tmp_path: Pat
     home = tmp_path / "home"
     admin_key = next(k for k in _cli(home, "init").splitlines() if k.startswith("ck_"))
     admin = {"Authorization": f"Bearer {admin_key}"}
-    port = free_port()
-    proc = subprocess.Popen(
-        [*CLI, "serve", "--home", str(home), "--port", str(port), "--train-interval", "1"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=ENV,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
+    with serving(home, ["--train-interval", "1"], ENV) as (url, proc):
         with httpx.Client(base_url=url, timeout=30, headers=admin) as http:
-            wait_for(lambda: _up(http), 60)
             start = time.time() - 7200
             items = [{"item_id": f"p{i:03d}", "title": f"Post {i}"} for i in range(30)]
             assert http.put("/v1/items", json={"items": items}).status_code == 200
@@ -92,18 +82,6 @@ def test_an_erased_reader_leaves_no_byte_in_a_running_engines_home(tmp_path: Pat
             assert found[GONE] == set() and found[GONE_SESSION] == set(), found
             assert any(f.startswith("lake/") for f in found[KEPT])
             assert http.get(f"/v1/users/{GONE}").status_code == 404
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 0
-        after_stop = where(home, [GONE, GONE_SESSION])
-        assert after_stop == {GONE: set(), GONE_SESSION: set()}
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
-def _up(http: httpx.Client) -> bool:
-    try:
-        return http.get("/healthz").status_code == 200
-    except httpx.TransportError:
-        return False
+        assert stop_server(proc) == 0
+    after_stop = where(home, [GONE, GONE_SESSION])
+    assert after_stop == {GONE: set(), GONE_SESSION: set()}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -22,7 +21,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from clickrec.testing.crash import free_port, wait_for
+from clickrec.testing.crash import serving, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 CLI = [sys.executable, "-m", "clickrec.cli"]
@@ -92,30 +91,13 @@ def test_spans_reach_the_collector_from_arrival_to_the_lake(
 ) -> None:
     home = tmp_path / "home"
     admin = next(line for line in cli(home, "init").splitlines() if line.startswith("ck_"))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
         "CLICKREC_TRACING__OTLP_ENDPOINT": receiver.url,
         "OTEL_BSP_SCHEDULE_DELAY": "100",  # export within 0.1 s instead of 5 s
     }
     output = tmp_path / "server.log"
-    with output.open("w") as out:
-        proc = subprocess.Popen(
-            [*CLI, "serve", "--home", str(home), "--port", str(port), "--train-interval", "3600"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    try:
-
-        def healthy() -> bool:
-            try:
-                return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_for(healthy, 60)
+    with output.open("w") as out, serving(home, ["--train-interval", "3600"], env, out) as (url, _):
         events = [
             {"user_id": "u1", "session_id": "s1", "item_id": f"p{i}", "event_type": "read"}
             for i in range(3)
@@ -154,13 +136,6 @@ def test_spans_reach_the_collector_from_arrival_to_the_lake(
             s for s in receiver.named("worker", "lake.write") if s.parent_span_id == batch.span_id
         ]
         assert len(written) == 1
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
     # The server's own log line for the request names the same trace.
     lines = [orjson.loads(x) for x in output.read_text().splitlines() if x.startswith("{")]

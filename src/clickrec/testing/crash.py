@@ -14,9 +14,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pyarrow as pa
@@ -79,21 +80,64 @@ def processes_using(home: Path) -> list[int]:
     return found
 
 
-def _start(home: Path, port: int) -> subprocess.Popen[bytes]:
+def start_server(
+    home: Path,
+    port: int,
+    args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    stdout: Any = subprocess.DEVNULL,
+) -> subprocess.Popen[bytes]:
+    """``clickrec serve`` on ``port`` (and ``args``), once its /healthz answers."""
     proc = subprocess.Popen(
-        [*CLI, "serve", "--home", str(home), "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        [*CLI, "serve", "--home", str(home), "--port", str(port), *args],
+        stdout=stdout,
+        stderr=subprocess.STDOUT if stdout is not subprocess.DEVNULL else subprocess.DEVNULL,
+        env=None if env is None else dict(env),
     )
 
     def up() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"clickrec serve exited with {proc.returncode}")
         try:
             return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
         except httpx.TransportError:
             return False
 
-    wait_for(up, 60)
+    try:
+        wait_for(up, 60)
+    except BaseException:
+        stop_server(proc)
+        raise
     return proc
+
+
+def stop_server(proc: subprocess.Popen[bytes], timeout: float = 60.0) -> int:
+    """SIGTERM (the server drains and its worker flushes), SIGKILL if it does not end in
+    ``timeout`` seconds; its exit status."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+@contextlib.contextmanager
+def serving(
+    home: Path,
+    args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    stdout: Any = subprocess.DEVNULL,
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A running ``clickrec serve`` on a free port: (its URL, the process); stopped after."""
+    port = free_port()
+    proc = start_server(home, port, args, env, stdout)
+    try:
+        yield f"http://127.0.0.1:{port}", proc
+    finally:
+        stop_server(proc)
 
 
 def run(
@@ -145,7 +189,7 @@ def run(
                         acknowledged.update(ids)
 
     for k in range(kills):
-        proc = _start(home, port)
+        proc = start_server(home, port)
         stop = threading.Event()
         threads = [threading.Thread(target=load, args=(stop,)) for _ in range(clients)]
         for t in threads:
@@ -165,7 +209,7 @@ def run(
             t.join()
         progress(k + 1, len(acknowledged))
 
-    proc = _start(home, port)
+    proc = start_server(home, port)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
             user = http.get("/v1/users/u1", headers=headers)
