@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 
 from clickrec.backends.base import EventLog, Lake
 from clickrec.backends.sql_catalog import SQLCatalog
+from clickrec.batch import write_jsonl
 from clickrec.core.clock import Clock
 
 if TYPE_CHECKING:
@@ -111,17 +112,15 @@ class Eraser:
             raw = path.read_bytes()
             if needle not in raw and not any(orjson.dumps(s)[1:-1] in raw for s in sessions):
                 continue
-            kept: list[bytes] = []
+            kept: list[Any] = []
             for line in raw.splitlines():
                 entry, gone = _without_reader(orjson.loads(line), user, sessions)
                 dropped += gone
-                if entry is None or needle in (text := orjson.dumps(entry)):
+                if entry is None or needle in orjson.dumps(entry):
                     dropped += entry is not None
                     continue
-                kept.append(text)
-            temp = path.with_suffix(".jsonl.tmp")
-            temp.write_bytes(b"".join(k + b"\n" for k in kept))
-            temp.replace(path)
+                kept.append(entry)
+            write_jsonl(path, kept)  # atomically, as the job wrote it
         return dropped
 
     # -- phase 2: the lake's writer -------------------------------------------------------
