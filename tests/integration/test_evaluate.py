@@ -154,17 +154,17 @@ def test_session_next_click_follows_chains(tmp_path: Path) -> None:
     results = session_next_click(
         load_dataset(train, COLS, "session"), test=load_dataset(test, COLS, "session")
     )
-    personal = results["user-personalization"]
+    personal = results["user-personalization/next-read"]
     trending = results["trending-now"]
     assert personal["predictions"] == 200  # two predictions per three-click session
     assert personal["repeat_share"] == 0.0
-    assert personal["mrr@20"] > 0.6
+    assert personal["mrr@20"] > 0.95  # "read next" knows b follows a, where co-reads tie
     assert personal["mrr@20"] > trending["mrr@20"] + 0.3
     assert 0.0 <= trending["hr@20"] <= 1.0
 
     # Without a test file, the sessions ending last are the test sessions.
     split = session_next_click(load_dataset(train, COLS, "session"), test_fraction=0.2)
-    assert split["user-personalization"]["mrr@20"] > split["trending-now"]["mrr@20"]
+    assert split["user-personalization/next-read"]["mrr@20"] > split["trending-now"]["mrr@20"]
 
 
 def test_cli_session_protocol(tmp_path: Path) -> None:

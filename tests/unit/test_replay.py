@@ -25,6 +25,7 @@ from clickrec.testing.synthetic import BlogSpec, generate_blog
 from clickrec.training.dataset import to_interactions, training_table
 from clickrec.training.evaluate import evaluate_recipe
 from clickrec.training.offline import session_next_click
+from clickrec.training.pipeline import candidates
 
 T0 = 1_767_225_600.0
 
@@ -229,10 +230,12 @@ def test_next_click_matches_the_evaluate_command() -> None:
     table = blog_table(users=80, days=4, anonymous=True)
     data = to_interactions(table)
     stream = session_clicks(data, late_sessions(data, 0.2), max_sessions=10**6)
-    model = RecipeModel("up", "user-personalization", RecipeParams(), 6.0, 50)
+    name = "user-personalization/next-read"
+    params = next(c.params for c in candidates(RecipeParams()) if c.name == name)
+    model = RecipeModel("up", "user-personalization", params, 6.0, 50)
     live = run([model], data, stream)["up"]
     cand = session_next_click(table, test_fraction=0.2, max_sessions=10**6)
-    reference = cand["user-personalization"]
+    reference = cand[name]
     assert live["sampled"] == reference["predictions"] > 50
     assert live["mrr@20"] > 0.01
     assert live["mrr@20"] == pytest.approx(reference["mrr@20"], abs=1e-9)

@@ -89,6 +89,7 @@ class RecipeModel:
         exploration: Exploration = Exploration(),
         context_weight: float = 0.0,
         published_at: np.ndarray | None = None,
+        categories: Sequence[Sequence[str]] | None = None,
     ) -> None:
         self.name = name
         self.recipe = recipe
@@ -96,6 +97,8 @@ class RecipeModel:
         # Publication time per item of the data (NaN: unknown), as the catalog tells
         # serving; exploration only favours posts whose age it knows.
         self.published_at = published_at
+        # Categories per item of the data, as the catalog tells serving (None: none known).
+        self.categories = categories
         self.params = params
         self.trending_half_life_hours = trending_half_life_hours
         self.history_length = history_length
@@ -122,11 +125,14 @@ class RecipeModel:
         state = OnlineState(self.trending_half_life_hours, self.history_length, self.seen_length)
         for item_id in train.item_ids.tolist():  # live index == data index
             state.index_of(item_id)
-        if self.published_at is not None:
-            for item_id, when in zip(
-                train.item_ids.tolist(), self.published_at.tolist(), strict=True
+        if self.published_at is not None or self.categories is not None:
+            n = len(train.item_ids)
+            published = self.published_at if self.published_at is not None else np.full(n, np.nan)
+            sections = self.categories if self.categories is not None else [()] * n
+            for item_id, when, cats in zip(
+                train.item_ids.tolist(), published.tolist(), sections, strict=True
             ):
-                state.set_item(item_id, None if np.isnan(when) else when, ())
+                state.set_item(item_id, None if np.isnan(when) else when, cats)
         readers, items = train.reader_ids[train.reader], train.item_ids[train.item]
         load_bulk(state, readers, items, train.timestamp, contexts=contexts)
         self._state = state

@@ -67,6 +67,16 @@ class RecipeParams:
     # The trending half-life this model scores with (one the online state tracks: its own
     # or TRACKED_HALF_LIVES); None: the serving setting.
     trending_half_life_hours: float | None = None
+    # What "read together" means for similarity: "session" (one visit) or "reader" (all
+    # of a reader's newest ``session_window`` reads: long tastes, as in film ratings).
+    cooccurrence: str = "session"
+    # Weight of "read next" (item j read within a few steps after item i in a session,
+    # 1/steps) beside "read together" in the similarity; 0: symmetric co-reads only.
+    sequence_weight: float = 0.0
+    # How strongly the sections (catalog categories) a reader reads, compared with what
+    # everybody reads now, bend trending toward their sections; 0 ignores categories.
+    # Works for a post published a minute ago, which no co-read links to anything yet.
+    category_weight: float = 0.0
 
 
 @dataclass

@@ -15,6 +15,7 @@ from array import array
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+import scipy.sparse as sp
 
 _REANCHOR_HALVINGS = 400.0  # re-anchor before 2**x overflows float64 (max ~2**1023)
 # Trending is also kept at these half-lives (hours), so a model can choose the decay that
@@ -97,6 +98,7 @@ class OnlineState:
         self.deleted = np.zeros(cap, dtype=bool)
         self.categories: dict[str, np.ndarray] = {}
         self.item_category: dict[int, list[str]] = {}
+        self._category_matrix: tuple[tuple[int, int], sp.csr_matrix] | None = None
         self.anchor: float | None = None
         self.newest_event_time = -math.inf
         self.readers: dict[str, ReaderHistory] = {}
@@ -400,6 +402,24 @@ class OnlineState:
             return ~self.deleted[:n]
         pub = self.published_at[:n]
         return ~self.deleted[:n] & (self.expires_at[:n] > now) & ~(pub > now + 60.0)
+
+    def category_matrix(self) -> sp.csr_matrix:
+        """Items × categories, each item's row summing to 1 over its categories (empty rows
+        for items with none); rebuilt once per catalog change, shared by every reader."""
+        with self.lock:
+            key = (self.catalog_version, self.n_items)
+            if self._category_matrix is None or self._category_matrix[0] != key:
+                names = sorted(self.categories)
+                code = {name: c for c, name in enumerate(names)}
+                rows = [i for i, cats in self.item_category.items() for _ in cats]
+                cols = [code[c] for cats in self.item_category.values() for c in cats]
+                per_item = np.bincount(rows, minlength=self.n_items)[rows] if rows else []
+                matrix = sp.csr_matrix(
+                    (1.0 / np.asarray(per_item, dtype=np.float64), (rows, cols)),
+                    shape=(self.n_items, len(names)),
+                )
+                self._category_matrix = (key, matrix)
+            return self._category_matrix[1]
 
     def category_mask(self, category: str) -> np.ndarray:
         mask = self.categories.get(category)

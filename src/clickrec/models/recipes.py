@@ -24,36 +24,83 @@ def popularity(data: Interactions, until: float, half_life_hours: float) -> np.n
     return np.bincount(data.item, weights=w, minlength=data.n_items).astype(np.float32)
 
 
-def _recent_in_session(data: Interactions, window: int) -> np.ndarray:
-    """Mask of the newest ``window`` events of each session (caps runaway sessions)."""
-    order = np.lexsort((-data.timestamp, data.session))
-    sessions = data.session[order]
-    starts = np.r_[0, np.flatnonzero(np.diff(sessions)) + 1]
+def _recent_in_group(group: np.ndarray, timestamp: np.ndarray, window: int) -> np.ndarray:
+    """Mask of the newest ``window`` events of each group (session or reader): caps
+    runaway sessions and readers."""
+    order = np.lexsort((-timestamp, group))
+    groups = group[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(groups)) + 1]
     run_pos = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
     mask = np.zeros(len(order), dtype=bool)
     mask[order[run_pos < window]] = True
     return mask
 
 
+SEQUENCE_STEPS = 5  # "read next" links an item to the reads up to this many steps later
+
+
 def item_similarity(data: Interactions, until: float, params: RecipeParams) -> sp.csr_matrix:
-    """Cosine similarity of items read in the same sessions, decayed by age, top-k per row."""
+    """Cosine similarity of items read together (in one session, or by one reader),
+    decayed by age, plus ``sequence_weight`` times "read next"; top-k per row."""
     n = data.n_items
     if len(data) == 0:
         return sp.csr_matrix((n, n), dtype=np.float32)
-    keep = _recent_in_session(data, params.session_window)
-    sess = data.session[keep]
+    if params.cooccurrence not in ("session", "reader"):
+        raise ValueError(f"cooccurrence must be 'session' or 'reader', not {params.cooccurrence!r}")
+    group = data.session if params.cooccurrence == "session" else data.reader
+    keep = _recent_in_group(group, data.timestamp, params.session_window)
     item = data.item[keep]
     w = decay_weights(data.timestamp[keep], until, params.half_life_hours)
-    _, sess_rows = np.unique(sess, return_inverse=True)
-    x = sp.csr_matrix((w, (sess_rows, item)), shape=(int(sess_rows.max()) + 1, n))
+    _, group_rows = np.unique(group[keep], return_inverse=True)
+    x = sp.csr_matrix((w, (group_rows, item)), shape=(int(group_rows.max()) + 1, n))
     x.data = np.minimum(x.data, 1.0)  # a re-read in one session counts once
     co = (x.T @ x).tocoo()
     off = co.row != co.col
     rows, cols, vals = co.row[off], co.col[off], co.data[off]
     norms = np.asarray(x.power(2).sum(axis=0)).ravel()
     denom = np.sqrt(norms[rows] * norms[cols]) + params.shrinkage
-    vals = vals / denom
+    vals = _row_scaled(rows, vals / denom, n)
+    if params.sequence_weight > 0:
+        s_rows, s_cols, s_vals = transitions(data, until, params)
+        summed = (
+            sp.coo_matrix(
+                (
+                    np.r_[vals, params.sequence_weight * _row_scaled(s_rows, s_vals, n)],
+                    (np.r_[rows, s_rows], np.r_[cols, s_cols]),
+                ),
+                shape=(n, n),
+            )
+            .tocsr()
+            .tocoo()
+        )  # duplicates summed
+        rows, cols, vals = summed.row, summed.col, summed.data
     return _top_k_rows(rows, cols, vals.astype(np.float32), n, params.neighbours)
+
+
+def transitions(
+    data: Interactions, until: float, params: RecipeParams
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ "Read next" as (from, to, weight) triples: each pair of reads of one session at most
+    SEQUENCE_STEPS apart, weighing 1/steps times the decay of the later one."""
+    order = np.argsort(data.session, kind="stable")  # by session, in time within each
+    session, item = data.session[order], data.item[order]
+    w = decay_weights(data.timestamp[order], until, params.half_life_hours)
+    parts = []
+    for step in range(1, SEQUENCE_STEPS + 1):
+        same = (session[step:] == session[:-step]) & (item[step:] != item[:-step])
+        parts.append((item[:-step][same], item[step:][same], w[step:][same] / step))
+    rows = np.concatenate([p[0] for p in parts])
+    cols = np.concatenate([p[1] for p in parts])
+    vals = np.concatenate([p[2] for p in parts])
+    summed = sp.coo_matrix((vals, (rows, cols)), shape=(data.n_items,) * 2).tocsr().tocoo()
+    return summed.row, summed.col, summed.data
+
+
+def _row_scaled(rows: np.ndarray, vals: np.ndarray, n: int) -> np.ndarray:
+    """``vals`` divided by the largest value of their row (so the best scores 1)."""
+    row_max = np.zeros(n, dtype=np.float64)
+    np.maximum.at(row_max, rows, vals)
+    return vals / np.where(row_max[rows] > 0, row_max[rows], 1.0)
 
 
 def _top_k_rows(
@@ -90,10 +137,10 @@ FitCache = dict[tuple[object, ...], Artifact]
 def fit_cached(recipe: str, data: Interactions, params: RecipeParams, cache: FitCache) -> Artifact:
     """``fit``, sharing the work between candidates that differ only in how they score
     (blend, weights, trending half-life): the similarity and popularity depend on the
-    recipe's kind and four knobs. ``cache`` must serve one ``data`` only."""
+    recipe's kind and the knobs of ``item_similarity``. ``cache`` must serve one ``data`` only."""
     similar = recipe not in ("trending-now", "popularity-count")
     key: tuple[object, ...] = (similar, params.half_life_hours, params.neighbours)
-    key += (params.session_window, params.shrinkage)
+    key += (params.session_window, params.shrinkage, params.cooccurrence, params.sequence_weight)
     found = cache.get(key)
     if found is None:
         found = cache[key] = fit(recipe, data, params)

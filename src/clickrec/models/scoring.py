@@ -23,6 +23,10 @@ class Exploration:
     item_age_cutoff_days: float = 2.0  # only posts younger than this are explored
 
 
+# Reads' worth of everybody's category shares mixed into a reader's own (so one read
+# does not make a section everything) in ``Scorer.category_boost``.
+PRIOR_READS = 1.0
+
 # Items nobody has read yet are ordered newest first, far below anything read at all, so
 # a catalog without events (or before the first model) still gets sensible answers.
 NEWEST_TIEBREAK = 1e-6
@@ -74,6 +78,7 @@ class Scorer:
             self._neighbours = np.zeros(0, dtype=np.int64)
             self._weights = np.zeros(0)
         self._cache_key: tuple[int, int] | None = None
+        self._prior: np.ndarray | None = None  # per category, its share of trending
         self._cache_seen = 0
         self._cache: tuple[np.ndarray, np.ndarray] = (np.zeros(0), np.zeros(0))
 
@@ -140,7 +145,38 @@ class Scorer:
             trending = state.trending(half_life)
             self._cache = (trending + NEWEST_TIEBREAK * state.newness(), bonus)
             self._cache_key, self._cache_seen = key, seen
+            self._prior = None  # what everybody reads per category: recomputed when asked
         return self._cache
+
+    def category_boost(self, history: np.ndarray, trending: np.ndarray) -> np.ndarray | None:
+        """Per item, how much more this reader reads its categories than everybody does
+        now: (h_c + PRIOR_READS·g_c) / ((H + PRIOR_READS)·g_c) averaged over the item's
+        categories, where h_c sums the reader's history in c (newer reads weigh more, as in
+        ``personal``), H is its total and g_c is category c's share of trending. 1 for items
+        without a category; None when the catalog has no categories or the reader no history
+        in any."""
+        matrix = self.state.category_matrix()
+        n = min(matrix.shape[0], len(trending))
+        if matrix.shape[1] == 0 or len(history) == 0 or n == 0:
+            return None
+        matrix = matrix[:n]
+        history = history[history < n]
+        if self._prior is None or len(self._prior) != matrix.shape[1]:
+            mass = matrix.T @ trending[:n]
+            total = mass.sum()
+            self._prior = mass / total if total > 0 else np.full(len(mass), 1.0 / len(mass))
+        g = np.maximum(self._prior, 1e-6)
+        half_life = self.artifact.params.history_half_life if self.artifact else 5.0
+        w = np.exp2(-np.arange(len(history)) / half_life)
+        h = matrix[history].T @ w
+        total = h.sum()
+        if total <= 0:
+            return None
+        ratio = (h + PRIOR_READS * g) / ((total + PRIOR_READS) * g)
+        boost = np.ones(len(trending))
+        covered = np.diff(matrix.indptr) > 0
+        boost[:n][covered] = (matrix @ ratio)[covered]
+        return boost
 
     def contextual(self, trending: np.ndarray, context: dict[str, str] | None) -> np.ndarray:
         """Trending bent toward what trends among events with this context (scaled so the
@@ -175,6 +211,11 @@ class Scorer:
         else:
             p = self.artifact.params
             recipe = self.artifact.recipe
+            if p.category_weight > 0:
+                boost = self.category_boost(history, trending)
+                if boost is not None:  # trending bent toward the reader's sections
+                    trending = trending * boost**p.category_weight
+                    trending = trending / max(float(trending.max()), 1e-12)
             if p.blend == "product":
                 # Taste reorders what is trending now; a reader with no history gets trending.
                 personal = trending * (p.personal_weight * self.personal(history, n))

@@ -16,8 +16,11 @@ TRAINING_COLUMNS = ("seq", "timestamp", "user_id", "session_id", "item_id", "eve
 
 
 def training_table(table: pa.Table) -> pa.Table:
-    """Events with at least the training columns but ``seq``, in time order (a stable
-    sort), numbered 1..n: what ``to_interactions`` takes, from a file or a generator."""
+    """Events with at least the training columns (``seq`` is not needed, and any is
+    replaced), in time order (a stable sort), numbered 1..n: what ``to_interactions``
+    takes, from a file or a generator."""
+    if "seq" in table.column_names:
+        table = table.drop_columns(["seq"])
     table = table.sort_by([("timestamp", "ascending")])
     seq = pa.array(np.arange(1, table.num_rows + 1, dtype=np.int64))
     return table.append_column("seq", seq).select(list(TRAINING_COLUMNS))

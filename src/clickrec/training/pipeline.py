@@ -41,42 +41,46 @@ class Candidate:
     params: RecipeParams
 
 
+LONG_MEMORY_HOURS = 8760.0  # a year: co-reads of long-lived tastes (films, products) stay
+
+
 def candidates(base: RecipeParams) -> list[Candidate]:
-    """The recipes and settings each run compares on the holdout."""
+    """The recipes and settings each run compares on the holdout: six, one per kind of
+    site we know, so the run is cheap and the choice is the site's own evidence."""
+    # What a reader reads next: co-reads and, above all, what sessions read right after
+    # the item just read (the newest read counts most); taste outweighs trending.
+    next_read = replace(base, sequence_weight=1.0, personal_weight=3.0, history_half_life=1.0)
     return [
         Candidate("trending-now", "trending-now", base),
-        Candidate("user-personalization", "user-personalization", base),
+        Candidate("user-personalization/next-read", "user-personalization", next_read),
+        # Long tastes (films, products): everything a reader read, over a year, links items.
         Candidate(
-            "user-personalization/more-trending",
+            "user-personalization/long-taste",
             "user-personalization",
-            replace(base, trending_weight=0.8),
+            replace(
+                next_read,
+                cooccurrence="reader",
+                history_half_life=2.0,
+                half_life_hours=max(base.half_life_hours, LONG_MEMORY_HOURS),
+            ),
         ),
-        Candidate(
-            "user-personalization/long-memory",
-            "user-personalization",
-            replace(base, history_half_life=20.0),
-        ),
+        # News: taste reorders what is trending now; a reader with no history gets trending.
         Candidate(
             "user-personalization/within-trending",
             "user-personalization",
             replace(base, blend="product"),
         ),
-        # How fast readers move on differs by site: the same blend over what trended in
-        # the last hour, or the last day (half-lives the online state tracks as well).
+        # ... and the sections a reader reads more than everybody bend what trended in the
+        # last hour, so a post published a minute ago reaches its section's readers.
         Candidate(
-            "user-personalization/within-hourly-trending",
+            "user-personalization/sections-within-trending",
             "user-personalization",
-            replace(base, blend="product", trending_half_life_hours=1.0),
+            replace(base, blend="product", trending_half_life_hours=1.0, category_weight=1.0),
         ),
         Candidate(
-            "user-personalization/within-daily-trending",
+            "user-personalization/sections-long-taste",
             "user-personalization",
-            replace(base, blend="product", trending_half_life_hours=24.0),
-        ),
-        Candidate(
-            "trending-now/hourly",
-            "trending-now",
-            replace(base, trending_half_life_hours=1.0),
+            replace(base, blend="product", category_weight=1.0, history_half_life=20.0),
         ),
     ]
 
