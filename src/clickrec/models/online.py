@@ -413,9 +413,9 @@ class OnlineState:
                 code = {name: c for c, name in enumerate(names)}
                 rows = [i for i, cats in self.item_category.items() for _ in cats]
                 cols = [code[c] for cats in self.item_category.values() for c in cats]
-                per_item = np.bincount(rows, minlength=self.n_items)[rows] if rows else []
+                per_item = np.bincount(np.asarray(rows, dtype=np.int64), minlength=self.n_items)
                 matrix = sp.csr_matrix(
-                    (1.0 / np.asarray(per_item, dtype=np.float64), (rows, cols)),
+                    (1.0 / per_item[rows].astype(np.float64), (rows, cols)),
                     shape=(self.n_items, len(names)),
                 )
                 self._category_matrix = (key, matrix)
