@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from clickrec.training.dataset import to_interactions
+from clickrec.training.dataset import TRAINING_COLUMNS, to_interactions, training_table
 
 
 def test_a_login_brings_the_session_anonymous_reads_into_training() -> None:
@@ -40,3 +40,21 @@ def test_a_login_brings_the_session_anonymous_reads_into_training() -> None:
     # The visit is one session for co-occurrence: the reads before and after the login.
     sessions = {str(data.item_ids[i]): s for i, s in zip(data.item, data.session, strict=True)}
     assert sessions["a"] == sessions["c"]
+
+
+def test_training_table_renumbers_a_table_that_already_has_seq() -> None:
+    # A file loaded for evaluation arrives with its own seq (file order), not time order.
+    table = pa.table(
+        {
+            "seq": pa.array([1, 2, 3], pa.int64()),
+            "timestamp": [30.0, 10.0, 20.0],
+            "user_id": ["u", "u", "v"],
+            "session_id": ["s1", "s1", "s2"],
+            "item_id": ["c", "a", "b"],
+            "event_type": ["read"] * 3,
+        }
+    )
+    out = training_table(table)
+    assert out.column_names == list(TRAINING_COLUMNS)
+    assert out["seq"].to_pylist() == [1, 2, 3]
+    assert out["item_id"].to_pylist() == ["a", "b", "c"]

@@ -376,3 +376,20 @@ def test_trending_is_kept_at_several_half_lives_for_models_to_choose() -> None:
     before = state.trending(1.0)
     state._reanchor(20 * hour)
     np.testing.assert_allclose(state.trending(1.0), before)
+
+
+def test_category_matrix_follows_the_catalog() -> None:
+    state = OnlineState()
+    state.set_item("a", None, ["politics", "world"])
+    state.set_item("b", None, ["sport"])
+    state.index_of("c")  # read before the catalog knew it: no section yet
+    matrix = state.category_matrix()
+    assert matrix.shape == (3, 3)
+    np.testing.assert_allclose(np.asarray(matrix.sum(axis=1)).ravel(), [1.0, 1.0, 0.0])
+    assert state.category_matrix() is matrix  # built once per catalog change
+    state.set_item("b", None, ["politics"])  # moved to another section
+    moved = state.category_matrix()
+    assert moved is not matrix
+    politics = sorted(state.categories).index("politics")
+    assert moved[state.index_of("b"), politics] == 1.0
+    assert moved[state.index_of("b")].nnz == 1

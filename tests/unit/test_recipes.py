@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -239,3 +240,56 @@ def test_candidates_that_differ_only_in_scoring_share_one_fit(co_read: Interacti
     assert longer.similarity is not one.similarity  # a knob of the fit: fitted again
     trending = fit_cached("trending-now", co_read, base, cache)
     assert trending.recipe == "trending-now" and trending.similarity.nnz == 0
+
+
+def test_read_next_links_an_item_to_what_sessions_read_after_it() -> None:
+    # Every session reads a, then b, then c: co-reads alone cannot tell the order.
+    data = sessions_data([["a", "b", "c"]] * 30 + [["x", "y"]] * 5)
+    together = item_similarity(data, T0 + 60, RecipeParams())
+    assert neighbours_of(together, data, "b")["a"] == pytest.approx(
+        neighbours_of(together, data, "b")["c"]
+    )
+    ordered = item_similarity(data, T0 + 60, RecipeParams(sequence_weight=1.0))
+    after_a, after_b = neighbours_of(ordered, data, "a"), neighbours_of(ordered, data, "b")
+    assert after_a["b"] > after_a["c"]  # the next read weighs more than the one after
+    assert after_b["c"] > after_b["a"]  # and what came before weighs less than what follows
+    assert "x" not in after_a  # nothing links items never read in one session
+
+
+def test_reader_cooccurrence_links_reads_of_one_reader_across_sessions() -> None:
+    # Reader 0 read "film-a" one day and "film-b" another: two sessions, one reader.
+    data = sessions_data([["film-a"], ["film-b"], ["film-c", "film-d"]])
+    data = Interactions(
+        np.asarray([0, 0, 1, 1], dtype=np.int32),
+        data.item,
+        data.session,
+        data.timestamp,
+        data.item_ids,
+        np.asarray(["u:0", "u:1"], dtype=str),
+    )
+    by_session = item_similarity(data, T0 + 60, RecipeParams())
+    assert neighbours_of(by_session, data, "film-a") == {}
+    by_reader = item_similarity(data, T0 + 60, RecipeParams(cooccurrence="reader"))
+    assert set(neighbours_of(by_reader, data, "film-a")) == {"film-b"}
+    assert set(neighbours_of(by_reader, data, "film-c")) == {"film-d"}
+    with pytest.raises(ValueError, match="cooccurrence"):
+        item_similarity(data, T0 + 60, RecipeParams(cooccurrence="household"))
+
+
+def test_new_knobs_survive_save_and_load_and_old_artifacts_still_load(tmp_path: Path) -> None:
+    data = sessions_data([["a", "b", "c"]] * 5)
+    params = RecipeParams(sequence_weight=1.0, cooccurrence="reader", category_weight=1.0)
+    art = fit("user-personalization", data, params)
+    art.save(tmp_path / "new")
+    assert Artifact.load(tmp_path / "new").params == params
+    # An artifact saved before these knobs existed has none of them in its meta.json.
+    meta = tmp_path / "new" / "meta.json"
+    text = meta.read_text()
+    for knob in ('"cooccurrence"', '"sequence_weight"', '"category_weight"'):
+        assert knob in text
+    old = json.loads(text)
+    for knob in ("cooccurrence", "sequence_weight", "category_weight"):
+        del old["params"][knob]
+    meta.write_text(json.dumps(old))
+    loaded = Artifact.load(tmp_path / "new")
+    assert loaded.params.sequence_weight == 0.0 and loaded.params.cooccurrence == "session"

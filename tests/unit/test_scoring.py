@@ -311,3 +311,63 @@ def test_within_trending_blend_reorders_what_is_trending_by_taste(blog_data, sta
     rank = {i: r for r, i in enumerate(np.argsort(-cold, kind="stable").tolist())}
     rank_warm = {i: r for r, i in enumerate(np.argsort(-warm, kind="stable").tolist())}
     assert rank_warm[b] < rank[b]
+
+
+def _sections_state() -> tuple[OnlineState, Scorer, Scorer]:
+    """Sport trends twice as much as politics; one post has no section. The
+    model knows no co-reads, so only sections can personalize. Returns the state and
+    scorers with category_weight 0 and 1."""
+    state = OnlineState(trending_half_life_hours=6.0)
+    t0 = 1_767_225_600.0
+    sections = {"pol-1": ["politics"], "pol-2": ["politics"], "sport-1": ["sport"]}
+    sections |= {"sport-2": ["sport"], "sport-3": ["sport"], "mixed": ["politics", "sport"]}
+    sections |= {"plain": []}
+    for item, cats in sections.items():
+        state.set_item(item, t0 - DAY, cats)
+    reads = {"pol-1": 3, "pol-2": 3, "sport-1": 6, "sport-2": 6, "sport-3": 6, "mixed": 3}
+    reads |= {"plain": 4}
+    k = 0
+    for item, n in reads.items():
+        for _ in range(n):
+            state.observe([f"s:crowd{k}"], [item], [t0 + k])
+            k += 1
+    empty = Interactions(
+        *(np.zeros(0, dtype=t) for t in (np.int32, np.int32, np.int32, np.float64)),
+        item_ids=np.asarray(list(sections), dtype=str),
+        reader_ids=np.zeros(0, dtype=str),
+    )
+    scorers = []
+    for weight in (0.0, 1.0):
+        params = RecipeParams(blend="product", category_weight=weight)
+        scorers.append(Scorer(fit("user-personalization", empty, params), state, NO_EXPLORATION))
+    return state, scorers[0], scorers[1]
+
+
+def test_a_readers_sections_bend_trending_toward_them() -> None:
+    state, plain, sections = _sections_state()
+    state.observe(["u:reader"], ["pol-1"], [state.newest_event_time + 1])
+    without = ids(state, top_n(plain.for_reader("u:reader").values, 6))
+    assert set(without[:3]) == {"sport-1", "sport-2", "sport-3"}  # trending order
+    assert without.index("pol-2") > without.index("plain")
+    ranked = ids(state, top_n(sections.for_reader("u:reader").values, 6))
+    assert ranked[0] == "pol-2"  # their section first, though sport trends twice as much
+    assert ranked.index("mixed") < ranked.index("sport-1")  # half politics beats none
+    assert "pol-1" not in ranked  # read: never shown again
+    # The next reads change the next answer, without retraining: after two sport reads,
+    # the sport post they have not read leads.
+    for item in ("sport-1", "sport-2"):
+        state.observe(["u:reader"], [item], [state.newest_event_time + 1])
+    ranked = ids(state, top_n(sections.for_reader("u:reader").values, 6))
+    assert ranked[0] == "sport-3"
+
+
+def test_the_section_boost_is_neutral_for_items_without_one_and_readers_without_history() -> None:
+    state, plain, sections = _sections_state()
+    assert sections.category_boost(np.zeros(0, dtype=np.int64), state.trending()) is None
+    history = np.asarray([idx(state, "pol-1")])
+    boost = sections.category_boost(history, state.trending())
+    assert boost is not None
+    assert boost[idx(state, "plain")] == 1.0
+    assert boost[idx(state, "pol-2")] > 1.0 > boost[idx(state, "sport-1")]
+    newcomer = sections.for_reader("u:nobody").values
+    np.testing.assert_allclose(newcomer, plain.for_reader("u:nobody").values)
