@@ -152,10 +152,11 @@ def markdown(
         f"default is {serving.exploration_weight:g}; 0.6 fills the list with unproven "
         "posts and loses). The best trending half-life depends on how fast a "
         "site's readers move on, so it is not one default: the training pipeline scores "
-        "candidates blending taste with trending over the last hour, 6 hours and day "
-        "(`within-hourly-trending`, `within-trending`, `within-daily-trending`) on the "
-        "site's own holdout and serves the best; `serving.trending_half_life_hours` (6) is "
-        "what serves before the first model and for `GET /v1/trending`.",
+        "candidates blending taste with trending over 6 hours (`within-trending`) and, "
+        "bent toward each reader's sections, over the last hour "
+        "(`sections-within-trending`) on the site's own holdout and serves the best; "
+        "`serving.trending_half_life_hours` (6) is what serves before the first model and "
+        "for `GET /v1/trending`.",
         "",
     ]
     return "\n".join(lines)

@@ -159,7 +159,8 @@ class Scorer:
         n = min(matrix.shape[0], len(trending))
         if matrix.shape[1] == 0 or len(history) == 0 or n == 0:
             return None
-        matrix = matrix[:n]
+        if matrix.shape[0] != n:  # an item added since the trending cache was built
+            matrix = matrix[:n]
         history = history[history < n]
         if self._prior is None or len(self._prior) != matrix.shape[1]:
             mass = matrix.T @ trending[:n]
@@ -173,9 +174,10 @@ class Scorer:
         if total <= 0:
             return None
         ratio = (h + PRIOR_READS * g) / ((total + PRIOR_READS) * g)
-        boost = np.ones(len(trending))
-        covered = np.diff(matrix.indptr) > 0
-        boost[:n][covered] = (matrix @ ratio)[covered]
+        boost = matrix @ ratio
+        boost[np.diff(matrix.indptr) == 0] = 1.0  # no category: neither favoured nor not
+        if len(boost) < len(trending):
+            boost = np.r_[boost, np.ones(len(trending) - len(boost))]
         return boost
 
     def contextual(self, trending: np.ndarray, context: dict[str, str] | None) -> np.ndarray:
@@ -214,7 +216,8 @@ class Scorer:
             if p.category_weight > 0:
                 boost = self.category_boost(history, trending)
                 if boost is not None:  # trending bent toward the reader's sections
-                    trending = trending * boost**p.category_weight
+                    bend = boost if p.category_weight == 1.0 else boost**p.category_weight
+                    trending = trending * bend
                     trending = trending / max(float(trending.max()), 1e-12)
             if p.blend == "product":
                 # Taste reorders what is trending now; a reader with no history gets trending.
