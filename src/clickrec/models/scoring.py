@@ -162,11 +162,16 @@ class Scorer:
         if matrix.shape[0] != n:  # an item added since the trending cache was built
             matrix = matrix[:n]
         history = history[history < n]
-        if self._prior is None or len(self._prior) != matrix.shape[1]:
-            mass = matrix.T @ trending[:n]
+        prior = self._prior  # one read: another request may reset it meanwhile
+        if prior is None or len(prior) != matrix.shape[1]:
+            # Everybody's shares come from plain trending, never one request's context.
+            everybody = self.shared()[0]
+            m = min(n, len(everybody))
+            mass = matrix[:m].T @ everybody[:m]
             total = mass.sum()
-            self._prior = mass / total if total > 0 else np.full(len(mass), 1.0 / len(mass))
-        g = np.maximum(self._prior, 1e-6)
+            prior = mass / total if total > 0 else np.full(len(mass), 1.0 / len(mass))
+            self._prior = prior
+        g = np.maximum(prior, 1e-6)
         half_life = self.artifact.params.history_half_life if self.artifact else 5.0
         w = np.exp2(-np.arange(len(history)) / half_life)
         h = matrix[history].T @ w
