@@ -1,7 +1,8 @@
 """Why an item is in a list, in words a reader or an editor understands.
 
 Each reason names the term that contributed most to the item's score: the reader's own
-reads (and which one), what is trending (and where), or the exploration of new posts.
+reads (and which one; named too when they add at least half as much as the largest term),
+what is trending (and where), or the exploration of new posts.
 Only the items returned are explained, so it costs little per request.
 """
 
@@ -15,6 +16,7 @@ import numpy as np
 from clickrec.models.scoring import NEWEST_TIEBREAK
 
 _TITLE_CHARS = 80
+PERSONAL_SHARE = 0.5  # see Explainer.scored
 
 
 def title_of(fields: dict[str, Any] | None, item_id: str) -> str:
@@ -57,6 +59,11 @@ class Explainer:
         for k, i in enumerate(idx.tolist()):
             terms = {name: float(values[i]) for name, values in parts}
             best = max(terms, key=lambda name: terms[name], default="")
+            # The reader's own reads are the reason a reader understands best: named when
+            # they add at least half as much as the largest term (in the "within trending"
+            # blend taste multiplies trending, so it never adds more than trending itself).
+            if terms.get("personal", 0.0) >= PERSONAL_SHARE * terms.get(best, 0.0) > 0:
+                best = "personal"
             if not terms or terms[best] <= 2 * NEWEST_TIEBREAK:
                 out.append("new")  # nothing read it yet: ordered newest first
             elif best == "personal" and anchors[k] >= 0:
