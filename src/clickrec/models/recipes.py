@@ -80,8 +80,9 @@ def item_similarity(data: Interactions, until: float, params: RecipeParams) -> s
 def transitions(
     data: Interactions, until: float, params: RecipeParams
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """ "Read next" as (from, to, weight) triples: each pair of reads of one session at most
-    SEQUENCE_STEPS apart, weighing 1/steps times the decay of the later one."""
+    """What sessions read next, as (from, to, weight) triples: each pair of reads of one
+    session at most SEQUENCE_STEPS apart, weighing 1/steps times the decay of the later
+    one (``data`` is in time order, so a stable sort by session keeps each in order)."""
     order = np.argsort(data.session, kind="stable")  # by session, in time within each
     session, item = data.session[order], data.item[order]
     w = decay_weights(data.timestamp[order], until, params.half_life_hours)

@@ -77,6 +77,8 @@ def candidates(base: RecipeParams) -> list[Candidate]:
             "user-personalization",
             replace(base, blend="product", trending_half_life_hours=1.0, category_weight=1.0),
         ),
+        # ... over the serving half-life, with a reader's sections taken from a longer
+        # stretch of their history (20 reads to half weight instead of 5).
         Candidate(
             "user-personalization/sections-long-taste",
             "user-personalization",
