@@ -293,3 +293,13 @@ def test_new_knobs_survive_save_and_load_and_old_artifacts_still_load(tmp_path: 
     meta.write_text(json.dumps(old))
     loaded = Artifact.load(tmp_path / "new")
     assert loaded.params.sequence_weight == 0.0 and loaded.params.cooccurrence == "session"
+
+
+def test_an_artifact_from_a_newer_version_loads_without_its_unknown_knobs(tmp_path: Path) -> None:
+    data = sessions_data([["a", "b", "c"]] * 5)
+    fit("user-personalization", data, RecipeParams(sequence_weight=1.0)).save(tmp_path)
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    meta["params"]["knob_of_the_future"] = 3
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    loaded = Artifact.load(tmp_path)
+    assert loaded.params == RecipeParams(sequence_weight=1.0)

@@ -371,3 +371,28 @@ def test_the_section_boost_is_neutral_for_items_without_one_and_readers_without_
     assert boost[idx(state, "pol-2")] > 1.0 > boost[idx(state, "sport-1")]
     newcomer = sections.for_reader("u:nobody").values
     np.testing.assert_allclose(newcomer, plain.for_reader("u:nobody").values)
+
+
+def test_a_section_gone_quiet_does_not_lift_its_stale_posts_above_what_trends() -> None:
+    # A reader's only reads are two days old, in a section nobody reads any more; the
+    # 1-hour trending of its posts is ~0, so even the largest boost leaves them below news.
+    state = OnlineState(trending_half_life_hours=6.0)
+    t0 = 1_767_225_600.0
+    for k in range(20):
+        state.set_item(f"obit-{k}", t0 - 3 * DAY, ["obits"])
+    for k in range(50):
+        state.set_item(f"news-{k}", t0 - DAY, ["news"])
+    state.observe(["u:reader"] * 3, ["obit-0", "obit-1", "obit-2"], [t0 - 2 * DAY] * 3)
+    for k in range(500):
+        state.observe([f"s:crowd{k}"], [f"news-{k % 50}"], [t0 + k])
+    empty = Interactions(
+        *(np.zeros(0, dtype=t) for t in (np.int32, np.int32, np.int32, np.float64)),
+        item_ids=np.asarray(state.item_ids, dtype=str),
+        reader_ids=np.zeros(0, dtype=str),
+    )
+    params = RecipeParams(blend="product", category_weight=1.0, trending_half_life_hours=1.0)
+    scorer = Scorer(fit("user-personalization", empty, params), state, NO_EXPLORATION)
+    top = ids(state, top_n(scorer.for_reader("u:reader").values, 10))
+    assert all(item.startswith("news-") for item in top), top
+    boost = scorer.category_boost(np.asarray([idx(state, "obit-0")]), state.trending(1.0))
+    assert boost is not None and boost.max() <= 8.0 and boost.min() >= 1 / 8

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass, field
+import logging
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from clickrec.core.datakeys import DataKeys, unseal_if_sealed
+
+log = logging.getLogger("clickrec.models")
 
 RECIPES = ("trending-now", "popularity-count", "similar-items", "user-personalization")
 
@@ -120,13 +123,17 @@ class Artifact:
             return io.BytesIO(unseal_if_sealed(path.read_bytes(), data_keys, str(path)))
 
         meta = json.loads(read("meta.json").getvalue())
+        known = {f.name for f in fields(RecipeParams)}
+        unknown = sorted(set(meta["params"]) - known)
+        if unknown:  # written by a newer version: serve with the knobs this one knows
+            log.warning("model %s: ignoring unknown recipe settings %s", folder.name, unknown)
         return cls(
             recipe=meta["recipe"],
             item_ids=np.load(read("item_ids.npy"), allow_pickle=False),
             popularity=np.load(read("popularity.npy"), allow_pickle=False),
             similarity=sp.load_npz(read("similarity.npz")).tocsr(),
             trained_until=float(meta["trained_until"]),
-            params=RecipeParams(**meta["params"]),
+            params=RecipeParams(**{k: v for k, v in meta["params"].items() if k in known}),
             metrics=meta.get("metrics", {}),
         )
 

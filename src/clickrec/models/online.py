@@ -98,7 +98,7 @@ class OnlineState:
         self.deleted = np.zeros(cap, dtype=bool)
         self.categories: dict[str, np.ndarray] = {}
         self.item_category: dict[int, list[str]] = {}
-        self._category_matrix: tuple[tuple[int, int], sp.csr_matrix] | None = None
+        self._category_matrix: tuple[int, sp.csr_matrix] | None = None
         self.anchor: float | None = None
         self.newest_event_time = -math.inf
         self.readers: dict[str, ReaderHistory] = {}
@@ -405,21 +405,24 @@ class OnlineState:
 
     def category_matrix(self) -> sp.csr_matrix:
         """Items × categories, each item's row summing to 1 over its categories (empty rows
-        for items with none); rebuilt once per catalog change, shared by every reader."""
-        with self.lock:
-            key = (self.catalog_version, self.n_items)
-            if self._category_matrix is None or self._category_matrix[0] != key:
-                names = sorted(self.categories)
-                code = {name: c for c, name in enumerate(names)}
-                rows = [i for i, cats in self.item_category.items() for _ in cats]
-                cols = [code[c] for cats in self.item_category.values() for c in cats]
-                per_item = np.bincount(np.asarray(rows, dtype=np.int64), minlength=self.n_items)
-                matrix = sp.csr_matrix(
-                    (1.0 / per_item[rows].astype(np.float64), (rows, cols)),
-                    shape=(self.n_items, len(names)),
-                )
-                self._category_matrix = (key, matrix)
-            return self._category_matrix[1]
+        for items with none); rebuilt once per catalog change, shared by every reader. Items
+        first seen in events since have no row (they have no category either)."""
+        cached = self._category_matrix
+        if cached is not None and cached[0] == self.catalog_version:
+            return cached[1]
+        with self.lock:  # a snapshot; the build itself must not hold up ingest
+            version, n = self.catalog_version, self.n_items
+            names = sorted(self.categories)
+            listed = list(self.item_category.items())
+        code = {name: c for c, name in enumerate(names)}
+        rows = np.fromiter((i for i, cats in listed for _ in cats), dtype=np.int64)
+        cols = np.fromiter((code[c] for _, cats in listed for c in cats), dtype=np.int64)
+        per_item = np.bincount(rows, minlength=n)
+        matrix = sp.csr_matrix(
+            (1.0 / per_item[rows].astype(np.float64), (rows, cols)), shape=(n, len(names))
+        )
+        self._category_matrix = (version, matrix)
+        return matrix
 
     def category_mask(self, category: str) -> np.ndarray:
         mask = self.categories.get(category)

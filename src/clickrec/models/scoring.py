@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
 
 from clickrec.models.base import Artifact
 from clickrec.models.online import OnlineState
@@ -26,6 +27,9 @@ class Exploration:
 # Reads' worth of everybody's category shares mixed into a reader's own (so one read
 # does not make a section everything) in ``Scorer.category_boost``.
 PRIOR_READS = 1.0
+# The most a section can lift (or sink) an item's trending: a section nobody reads now has
+# a share near 0, and an unbounded ratio would lift its stale posts above what trends.
+BOOST_LIMIT = 8.0
 
 # Items nobody has read yet are ordered newest first, far below anything read at all, so
 # a catalog without events (or before the first model) still gets sensible answers.
@@ -78,7 +82,8 @@ class Scorer:
             self._neighbours = np.zeros(0, dtype=np.int64)
             self._weights = np.zeros(0)
         self._cache_key: tuple[int, int] | None = None
-        self._prior: np.ndarray | None = None  # per category, its share of trending
+        # Per category, its share of trending, with the cache state it was computed at.
+        self._prior: tuple[tuple[object, ...], np.ndarray] | None = None
         self._cache_seen = 0
         self._cache: tuple[np.ndarray, np.ndarray] = (np.zeros(0), np.zeros(0))
 
@@ -145,16 +150,32 @@ class Scorer:
             trending = state.trending(half_life)
             self._cache = (trending + NEWEST_TIEBREAK * state.newness(), bonus)
             self._cache_key, self._cache_seen = key, seen
-            self._prior = None  # what everybody reads per category: recomputed when asked
         return self._cache
+
+    def _category_prior(self, matrix: sp.csr_matrix) -> np.ndarray:
+        """Each category's share of what trends now (plain trending: never one request's
+        context, nor the newness tiebreak), cached with the trending it came from."""
+        self.shared()  # refreshes the cache key when trending moved on
+        key = (self._cache_key, self._cache_seen, matrix.shape)
+        cached = self._prior  # one read: another request may replace it meanwhile
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        half_life = self.artifact.params.trending_half_life_hours if self.artifact else None
+        everybody = self.state.trending(half_life)
+        m = min(matrix.shape[0], len(everybody))
+        mass = matrix[:m].T @ everybody[:m]
+        total = mass.sum()
+        prior = mass / total if total > 0 else np.full(len(mass), 1.0 / max(len(mass), 1))
+        self._prior = (key, prior)
+        return prior
 
     def category_boost(self, history: np.ndarray, trending: np.ndarray) -> np.ndarray | None:
         """Per item, how much more this reader reads its categories than everybody does
-        now: (h_c + PRIOR_READS·g_c) / ((H + PRIOR_READS)·g_c) averaged over the item's
-        categories, where h_c sums the reader's history in c (newer reads weigh more, as in
-        ``personal``), H is its total and g_c is category c's share of trending. 1 for items
-        without a category; None when the catalog has no categories or the reader no history
-        in any."""
+        now: (h_c + PRIOR_READS·g_c) / ((H + PRIOR_READS)·g_c), within [1/BOOST_LIMIT,
+        BOOST_LIMIT], averaged over the item's categories, where h_c sums the reader's
+        history in c (newer reads weigh more, as in ``personal``), H is its total and g_c
+        is category c's share of trending. 1 for items without a category; None when the
+        catalog has no categories or the reader no history in any."""
         matrix = self.state.category_matrix()
         n = min(matrix.shape[0], len(trending))
         if matrix.shape[1] == 0 or len(history) == 0 or n == 0:
@@ -162,16 +183,7 @@ class Scorer:
         if matrix.shape[0] != n:  # an item added since the trending cache was built
             matrix = matrix[:n]
         history = history[history < n]
-        prior = self._prior  # one read: another request may reset it meanwhile
-        if prior is None or len(prior) != matrix.shape[1]:
-            # Everybody's shares come from plain trending, never one request's context.
-            everybody = self.shared()[0]
-            m = min(n, len(everybody))
-            mass = matrix[:m].T @ everybody[:m]
-            total = mass.sum()
-            prior = mass / total if total > 0 else np.full(len(mass), 1.0 / len(mass))
-            self._prior = prior
-        g = np.maximum(prior, 1e-6)
+        g = np.maximum(self._category_prior(matrix), 1e-6)
         half_life = self.artifact.params.history_half_life if self.artifact else 5.0
         w = np.exp2(-np.arange(len(history)) / half_life)
         h = matrix[history].T @ w
@@ -179,6 +191,7 @@ class Scorer:
         if total <= 0:
             return None
         ratio = (h + PRIOR_READS * g) / ((total + PRIOR_READS) * g)
+        ratio = np.clip(ratio, 1.0 / BOOST_LIMIT, BOOST_LIMIT)
         boost = matrix @ ratio
         boost[np.diff(matrix.indptr) == 0] = 1.0  # no category: neither favoured nor not
         if len(boost) < len(trending):

@@ -274,19 +274,22 @@ class Recommender:
 
     def _refresh_catalog(self) -> int:
         changed = self.catalog.items_changed_since(self._catalog_seq)
-        for item in changed:
-            self.state.set_item(
-                item["item_id"],
-                item["published_at"],
-                item["categories"],
-                item["deleted"],
-                item["expires_at"],
-            )
-            idx = self.state.item_index[item["item_id"]]
-            if idx >= len(self._item_fields):
-                self._item_fields.extend([None] * (idx + 1 - len(self._item_fields)))
-            self._item_fields[idx] = item_fields(item)
-            self._catalog_seq = max(self._catalog_seq, int(item["change_seq"]))
+        # Under one hold of the lock: the caches that follow the catalog (trending, the
+        # section matrix) see one change, not one per item.
+        with self.state.lock:
+            for item in changed:
+                self.state.set_item(
+                    item["item_id"],
+                    item["published_at"],
+                    item["categories"],
+                    item["deleted"],
+                    item["expires_at"],
+                )
+                idx = self.state.item_index[item["item_id"]]
+                if idx >= len(self._item_fields):
+                    self._item_fields.extend([None] * (idx + 1 - len(self._item_fields)))
+                self._item_fields[idx] = item_fields(item)
+                self._catalog_seq = max(self._catalog_seq, int(item["change_seq"]))
         return len(changed)
 
     def refresh_model(self) -> bool:
