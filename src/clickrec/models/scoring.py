@@ -84,6 +84,7 @@ class Scorer:
         self._cache_key: tuple[int, int] | None = None
         # Per category, its share of trending, with the cache state it was computed at.
         self._prior: tuple[tuple[object, ...], np.ndarray] | None = None
+        self._uncovered_of: tuple[sp.csr_matrix, np.ndarray] | None = None
         self._cache_seen = 0
         self._cache: tuple[np.ndarray, np.ndarray] = (np.zeros(0), np.zeros(0))
 
@@ -169,6 +170,13 @@ class Scorer:
         self._prior = (key, prior)
         return prior
 
+    def _uncovered(self, matrix: sp.csr_matrix) -> np.ndarray:
+        """Mask of the matrix's items that have no category, kept while the matrix is."""
+        cached = self._uncovered_of
+        if cached is None or cached[0] is not matrix:
+            cached = self._uncovered_of = (matrix, np.diff(matrix.indptr) == 0)
+        return cached[1]
+
     def category_boost(self, history: np.ndarray, trending: np.ndarray) -> np.ndarray | None:
         """Per item, how much more this reader reads its categories than everybody does
         now: (h_c + PRIOR_READS·g_c) / ((H + PRIOR_READS)·g_c), within [1/BOOST_LIMIT,
@@ -186,14 +194,21 @@ class Scorer:
         g = np.maximum(self._category_prior(matrix), 1e-6)
         half_life = self.artifact.params.history_half_life if self.artifact else 5.0
         w = np.exp2(-np.arange(len(history)) / half_life)
-        h = matrix[history].T @ w
+        # h = matrix[history].T @ w, gathered straight from the CSR arrays (a tenth of the
+        # time of scipy's row indexing for a 50-read history)
+        starts = matrix.indptr[history]
+        lengths = matrix.indptr[history + 1] - starts
+        at = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
+        h = np.bincount(
+            matrix.indices[at], matrix.data[at] * np.repeat(w, lengths), minlength=matrix.shape[1]
+        )
         total = h.sum()
         if total <= 0:
             return None
         ratio = (h + PRIOR_READS * g) / ((total + PRIOR_READS) * g)
         ratio = np.clip(ratio, 1.0 / BOOST_LIMIT, BOOST_LIMIT)
         boost = matrix @ ratio
-        boost[np.diff(matrix.indptr) == 0] = 1.0  # no category: neither favoured nor not
+        boost[self._uncovered(matrix)] = 1.0  # no category: neither favoured nor not
         if len(boost) < len(trending):
             boost = np.r_[boost, np.ones(len(trending) - len(boost))]
         return boost
