@@ -95,6 +95,10 @@ class ServingSettings(Section):
     session_idle_minutes: float = Field(default=30.0, ge=0)
     """An anonymous session with no event for this long (event time) is over and its
     history leaves the online state (the log keeps it); 0 keeps every session."""
+    max_readers: int = Field(default=2_000_000, ge=0)
+    """Readers (signed-in users and anonymous sessions) the online state keeps; past it the
+    least recently active tenth leave it (the log keeps their events, and a reader who comes
+    back starts a new history). About 0.5-1 KB each; 0: no limit."""
     context_weight: float = Field(default=1.0, ge=0, le=4)
     """How strongly a request's ``context`` bends trending toward what trends among events
     with the same context values (docs/context.md); 0 ignores contexts."""

@@ -67,6 +67,7 @@ class Engine:
                     s.seen_length,
                     s.max_context_values,
                     s.session_idle_minutes,
+                    s.max_readers,
                 ),
                 Exploration(s.exploration_weight, s.exploration_item_age_cutoff_days),
                 s.replay_events,

@@ -45,6 +45,8 @@ def test_metrics_need_admin_and_count_events(client: TestClient, keys: H) -> Non
         == 1
     )
     assert sample(text, "process_resident_memory_bytes") > 0
+    assert sample(text, "clickrec_online_readers", '{state="kept"}') == 1  # session "s"
+    assert sample(text, "clickrec_online_readers", '{state="evicted"}') == 0
 
 
 def test_freshness_is_measured_for_own_and_tailed_events(

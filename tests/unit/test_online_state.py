@@ -393,3 +393,32 @@ def test_category_matrix_follows_the_catalog() -> None:
     politics = sorted(state.categories).index("politics")
     assert moved[state.index_of("b"), politics] == 1.0
     assert moved[state.index_of("b")].nnz == 1
+
+
+def test_past_max_readers_the_least_recently_active_leave() -> None:
+    state = OnlineState(max_readers=10)
+    for k in range(10):
+        state.observe([f"u:{k}"], [f"item-{k}"], [1000.0 + k])
+    assert len(state.readers) == 10 and state.readers_evicted == 0
+    state.observe(["u:0"], ["item-x"], [2000.0])  # reader 0 comes back: now the newest
+    state.observe(["u:new"], ["item-y"], [2001.0])  # 11 readers: down to 9
+    assert len(state.readers) == 9 and state.readers_evicted == 2
+    assert "u:0" in state.readers and "u:new" in state.readers
+    assert "u:1" not in state.readers and "u:2" not in state.readers  # the two stalest
+    assert state.history("u:1")[0].size == 0  # a reader who comes back starts afresh
+    assert state.counts()[state.index_of("item-1")] == 1  # trending keeps their reads
+
+
+def test_bulk_loading_keeps_the_bound_too() -> None:
+    state = OnlineState(max_readers=100)
+    readers = np.array([f"u:{k}" for k in range(1000)])
+    load_bulk(state, readers, np.array(["a"] * 1000), 1000.0 + np.arange(1000.0))
+    assert len(state.readers) == 90
+    assert set(state.readers) == {f"u:{k}" for k in range(910, 1000)}  # the newest
+
+
+def test_no_bound_by_default() -> None:
+    state = OnlineState()
+    readers = np.array([f"s:{k}" for k in range(5000)])
+    load_bulk(state, readers, np.array(["a"] * 5000), 1000.0 + np.arange(5000.0))
+    assert len(state.readers) == 5000

@@ -194,6 +194,9 @@ def metrics(request: Request, engine: Eng, _: Admin) -> Response:
                 m.training_seconds.labels(run["state"]).set(run["finished_at"] - run["started_at"])
         m.model_info.clear()
         rec = engine.recommender
+        if rec is not None:
+            m.online_readers.labels("kept").set(len(rec.state.readers))
+            m.online_readers.labels("evicted").set(rec.state.readers_evicted)
         if rec is not None and rec.model_version is not None:
             m.model_info.labels(rec.model_version, rec.scorer.recipe).set(1)
 

@@ -70,6 +70,7 @@ class OnlineState:
         seen_length: int = 500,
         max_context_values: int = 64,
         session_idle_minutes: float = 30.0,
+        max_readers: int = 0,
     ) -> None:
         self.half_life_s = trending_half_life_hours * 3600.0
         # An anonymous session idle this long (event time) is over: its history is dropped,
@@ -79,6 +80,11 @@ class OnlineState:
         # A min-heap of (an event time, "s:…"), one entry per anonymous session, pushed
         # back with its newest time when the session turns out to be still going.
         self._session_times: list[tuple[float, str]] = []
+        # Past this many readers (users and sessions), the least recently active tenth leave
+        # the online state (the log keeps their events), so a site's stream of new signed-in
+        # readers cannot grow memory without end either; 0: no limit.
+        self.max_readers = max_readers
+        self.readers_evicted = 0
         self.history_length = history_length  # newest reads that shape recommendations
         self.seen_length = max(seen_length, history_length)  # reads never shown again
         self.lock = threading.RLock()
@@ -231,6 +237,27 @@ class OnlineState:
                 if anon in histories:
                     self.merge_reader(anon, known)
             self.end_idle_sessions()
+            self.keep_readers_bounded()
+
+    def keep_readers_bounded(self) -> int:
+        """Past ``max_readers``, drop the least recently active readers down to 90 % of it
+        (by their newest event time); returns how many. Amortized: it runs once per tenth
+        of the bound of new readers."""
+        readers = self.readers
+        if not self.max_readers or len(readers) <= self.max_readers:
+            return 0
+        with self.lock:
+            names = list(readers)
+            newest = np.fromiter(
+                (h.times[-1] if h.times else -math.inf for h in readers.values()),
+                dtype=np.float64,
+                count=len(names),
+            )
+            drop = len(names) - int(self.max_readers * 0.9)
+            for k in np.argpartition(newest, drop - 1)[:drop].tolist():
+                del readers[names[k]]
+            self.readers_evicted += drop
+        return drop
 
     def end_idle_sessions(self) -> int:
         """Drop anonymous sessions with no event in the last ``session_idle_s`` (event
@@ -486,3 +513,4 @@ def load_bulk(
             for k in np.flatnonzero(anonymous)[np.argsort(last[anonymous], kind="stable")]:
                 heapq.heappush(state._session_times, (float(last[k]), str(r_uniq[k])))
         state.events_seen += len(ts)  # idle sessions end at the next observe, after logins merge
+        state.keep_readers_bounded()

@@ -32,6 +32,7 @@ class Metrics:
     training_seconds: Gauge
     recommendations_served: Counter
     recommendation_clicks: Counter
+    online_readers: Gauge
 
     def render(self, refresh: Callable[[Metrics], None]) -> bytes:
         """The text exposition format, after ``refresh`` has set the scrape-time gauges."""
@@ -61,6 +62,13 @@ def create_metrics() -> Metrics:
             "clickrec_event_batch_size",
             "Events per accepted POST /v1/events",
             buckets=(1, 10, 50, 100, 250, 500, 1000),
+            registry=registry,
+        ),
+        online_readers=Gauge(
+            "clickrec_online_readers",
+            "Readers in the online state now ('kept'), and those dropped for serving."
+            "max_readers since start ('evicted')",
+            ["state"],
             registry=registry,
         ),
         consumer_lag=Gauge(
