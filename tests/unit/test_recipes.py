@@ -303,3 +303,13 @@ def test_an_artifact_from_a_newer_version_loads_without_its_unknown_knobs(tmp_pa
     (tmp_path / "meta.json").write_text(json.dumps(meta))
     loaded = Artifact.load(tmp_path)
     assert loaded.params == RecipeParams(sequence_weight=1.0)
+
+
+def test_heavy_readers_form_no_more_pairs_than_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    from clickrec.models import recipes
+
+    sizes = np.full(100, 1000)  # 100 readers with 1,000 reads each: 10^8 pairs in full
+    monkeypatch.setattr(recipes, "PAIR_BUDGET", 1_000_000)
+    window = recipes._window_within_budget(sizes, 500)
+    assert 50 <= window <= 100  # 100 x window² within a million, and not much below
+    assert recipes._window_within_budget(np.full(10, 5), 50) == 50  # light: unchanged

@@ -37,6 +37,18 @@ def _recent_in_group(group: np.ndarray, timestamp: np.ndarray, window: int) -> n
 
 
 SEQUENCE_STEPS = 5  # "read next" links an item to the reads up to this many steps later
+# Co-read pairs a fit may form (each group of n reads forms n² of them, and each becomes a
+# cell of the co-occurrence matrix): ~0.5 GB at most, whatever the readers' appetite.
+PAIR_BUDGET = 20_000_000
+
+
+def _window_within_budget(group_sizes: np.ndarray, window: int) -> int:
+    """The largest window up to ``window`` whose newest reads per group form at most
+    PAIR_BUDGET pairs (heavy readers over a year of history would otherwise form billions)."""
+    sizes = group_sizes[group_sizes > 0]
+    while window > 2 and float(np.sum(np.minimum(sizes, window) ** 2.0)) > PAIR_BUDGET:
+        window = int(window * 0.8)
+    return window
 
 
 def item_similarity(data: Interactions, until: float, params: RecipeParams) -> sp.csr_matrix:
@@ -48,7 +60,8 @@ def item_similarity(data: Interactions, until: float, params: RecipeParams) -> s
     if params.cooccurrence not in ("session", "reader"):
         raise ValueError(f"cooccurrence must be 'session' or 'reader', not {params.cooccurrence!r}")
     group = data.session if params.cooccurrence == "session" else data.reader
-    keep = _recent_in_group(group, data.timestamp, params.session_window)
+    window = _window_within_budget(np.bincount(group), params.session_window)
+    keep = _recent_in_group(group, data.timestamp, window)
     item = data.item[keep]
     w = decay_weights(data.timestamp[keep], until, params.half_life_hours)
     _, group_rows = np.unique(group[keep], return_inverse=True)
