@@ -547,6 +547,14 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def print_headline(report: dict[str, Any]) -> None:
+    """The report's headline table and margins, on standard output."""
+    text = markdown(report)
+    start = text.index("## Headline")
+    end = text.find("\n## ", start + 1)
+    print(text[start : end if end >= 0 else len(text)].rstrip() + "\n", flush=True)
+
+
 def margin_lines(report: dict[str, Any]) -> list[str]:
     """Per data set and protocol: the chosen candidate, its headline figure and how far it
     is ahead of the best baseline (every model whose name does not start with clickrec)."""
@@ -654,8 +662,7 @@ def main() -> None:
         out_dir = args.out or (OUT_DIR if report["small"] else ROOT / "docs")
         (out_dir / "quality.md").write_text(markdown(report))
         plot(report, out_dir / "quality.png")
-        for line in margin_lines(report):
-            log(line.replace("**", "").replace("`", ""))
+        print_headline(report)
         return
     chosen = [d.strip() for d in args.datasets.split(",") if d.strip()]
     unknown = set(chosen) - set(DATASETS)
@@ -701,8 +708,7 @@ def main() -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "quality.md").write_text(markdown(report))
     plot(report, out_dir / "quality.png")
-    for line in margin_lines(report):
-        log(line.replace("**", "").replace("`", ""))
+    print_headline(report)
     log(
         f"done in {report['seconds'] / 60:.1f} min: {out_dir / 'quality.md'}, "
         f"{out_dir / 'quality.png'}, {raw}"
