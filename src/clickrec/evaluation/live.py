@@ -16,9 +16,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from clickrec.models.base import Interactions, RecipeParams
-from clickrec.models.online import OnlineState, load_bulk
+from clickrec.models.online import OnlineState
 from clickrec.models.recipes import fit
 from clickrec.models.scoring import Exploration, Scorer, top_n
+from clickrec.training.evaluate import state_from
 
 
 class LiveModel(Protocol):
@@ -122,21 +123,30 @@ class RecipeModel:
     ) -> None:
         self._item_ids, self._reader_ids = train.item_ids, train.reader_ids
         artifact = fit(self.recipe, train, self.params)
-        state = OnlineState(self.trending_half_life_hours, self.history_length, self.seen_length)
-        for item_id in train.item_ids.tolist():  # live index == data index
-            state.index_of(item_id)
-        if self.published_at is not None or self.categories is not None:
-            n = len(train.item_ids)
-            published = self.published_at if self.published_at is not None else np.full(n, np.nan)
-            sections = self.categories if self.categories is not None else [()] * n
-            for item_id, when, cats in zip(
-                train.item_ids.tolist(), published.tolist(), sections, strict=True
-            ):
-                state.set_item(item_id, None if np.isnan(when) else when, cats)
-        readers, items = train.reader_ids[train.reader], train.item_ids[train.item]
-        load_bulk(state, readers, items, train.timestamp, contexts=contexts)
+        state = state_from(
+            train,
+            self._item_facts(train.item_ids),
+            self.trending_half_life_hours,
+            self.history_length,
+            self.seen_length,
+            contexts,
+        )
         self._state = state
         self._scorer = Scorer(artifact, state, self.exploration, self.context_weight)
+
+    def _item_facts(self, item_ids: np.ndarray) -> dict[str, tuple[float | None, list[str]]]:
+        """What the catalog tells serving, per item id: (published_at, categories)."""
+        if self.published_at is None and self.categories is None:
+            return {}
+        n = len(item_ids)
+        published = self.published_at if self.published_at is not None else np.full(n, np.nan)
+        sections = self.categories if self.categories is not None else [()] * n
+        return {
+            item_id: (None if np.isnan(when) else when, list(cats))
+            for item_id, when, cats in zip(
+                item_ids.tolist(), published.tolist(), sections, strict=True
+            )
+        }
 
     def observe(
         self,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -22,14 +22,17 @@ def state_from(
     trending_half_life_hours: float,
     history_length: int,
     seen_length: int = 500,
+    contexts: Sequence[dict[str, str] | None] | None = None,
 ) -> OnlineState:
-    """An online state fed with ``data``, its item index equal to the data's index."""
+    """An online state fed with ``data`` (and each event's ``contexts``), its item index
+    equal to the data's index; ``item_facts``: (published_at, categories) per item id."""
     state = OnlineState(trending_half_life_hours, history_length, seen_length)
     for item_id in data.item_ids:
         state.index_of(str(item_id))
     for item_id, (published_at, categories) in item_facts.items():
         state.set_item(item_id, published_at, categories)
-    load_bulk(state, data.reader_ids[data.reader], data.item_ids[data.item], data.timestamp)
+    readers, items = data.reader_ids[data.reader], data.item_ids[data.item]
+    load_bulk(state, readers, items, data.timestamp, contexts=contexts)
     return state
 
 
