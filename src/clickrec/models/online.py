@@ -34,6 +34,11 @@ class ReaderHistory:
         self.times = array("d")
         self.types = array("H")
 
+    @property
+    def newest(self) -> float:
+        """Time of the newest read (-inf for none)."""
+        return self.times[-1] if self.times else -math.inf
+
     def add(self, item: int, t: float, limit: int, kind: int = 0) -> None:
         self.items.append(item)
         self.times.append(t)
@@ -249,7 +254,7 @@ class OnlineState:
         with self.lock:
             names = list(readers)
             newest = np.fromiter(
-                (h.times[-1] if h.times else -math.inf for h in readers.values()),
+                (h.newest for h in readers.values()),
                 dtype=np.float64,
                 count=len(names),
             )
@@ -270,7 +275,7 @@ class OnlineState:
                 hist = readers.get(reader)
                 if hist is None:
                     continue  # merged into a user who logged in, or erased
-                newest = hist.times[-1] if hist.times else -math.inf
+                newest = hist.newest
                 if newest < cutoff:
                     del readers[reader]
                     ended += 1

@@ -87,6 +87,7 @@ class Scorer:
         self._uncovered_of: tuple[sp.csr_matrix, np.ndarray] | None = None
         self._cache_seen = 0
         self._cache: tuple[np.ndarray, np.ndarray] = (np.zeros(0), np.zeros(0))
+        self._plain_trending = np.zeros(0)  # the trending that ``_cache`` was built from
 
     @property
     def recipe(self) -> str:
@@ -149,6 +150,7 @@ class Scorer:
             bonus[~state.available(now)] = -np.inf
             half_life = self.artifact.params.trending_half_life_hours if self.artifact else None
             trending = state.trending(half_life)
+            self._plain_trending = trending  # for the section prior (no tiebreak, no context)
             self._cache = (trending + NEWEST_TIEBREAK * state.newness(), bonus)
             self._cache_key, self._cache_seen = key, seen
         return self._cache
@@ -161,8 +163,7 @@ class Scorer:
         cached = self._prior  # one read: another request may replace it meanwhile
         if cached is not None and cached[0] == key:
             return cached[1]
-        half_life = self.artifact.params.trending_half_life_hours if self.artifact else None
-        everybody = self.state.trending(half_life)
+        everybody = self._plain_trending
         m = min(matrix.shape[0], len(everybody))
         mass = matrix[:m].T @ everybody[:m]
         total = mass.sum()
