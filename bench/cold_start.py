@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from common import log, pyplot
+from common import catalog_columns, log, pyplot
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from clickrec.config import ServingSettings  # noqa: E402
@@ -45,22 +45,7 @@ SECTION_WEIGHTS = (0.0, 0.3)
 def load(users: int, days: int, seed: int):  # type: ignore[no-untyped-def]
     blog = generate_blog(BlogSpec(users=users, days=days, seed=seed))
     data = to_interactions(training_table(blog.interactions))
-    published = dict(
-        zip(
-            blog.items.column("item_id").to_pylist(),
-            blog.items.column("published_at").to_pylist(),
-            strict=True,
-        )
-    )
-    item_published = np.array([published.get(str(i), np.nan) for i in data.item_ids], dtype=float)
-    sections = dict(
-        zip(
-            blog.items.column("item_id").to_pylist(),
-            blog.items.column("categories").to_pylist(),
-            strict=True,
-        )
-    )
-    item_sections = [sections.get(str(i), "").split("|") for i in data.item_ids]
+    item_published, item_sections = catalog_columns(blog.items, data.item_ids)
     return data, item_published, item_sections, blog.items.num_rows
 
 

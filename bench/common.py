@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import pyarrow as pa
 
 BENCH_DIR = Path(__file__).resolve().parent
 OUT_DIR = BENCH_DIR / "out"
@@ -585,3 +586,23 @@ def pyplot() -> Any | None:
         log("matplotlib is not installed (pip install -e '.[quality]'): no plot")
         return None
     return plt
+
+
+def catalog_columns(
+    items: pa.Table,
+    item_ids: np.ndarray,
+    key: str = "item_id",
+    published: str | None = "published_at",
+    categories: str = "categories",
+    no_category: str = "",
+) -> tuple[np.ndarray, list[list[str]]]:
+    """What a catalog table says of each of ``item_ids`` (in that order): its publication
+    time (NaN where unknown, or with ``published`` None) and its categories from an "a|b"
+    column (``no_category``, a data set's "none" marker, counts as none)."""
+    ids = items.column(key).to_pylist()
+    when = dict(zip(ids, items.column(published).to_pylist(), strict=True)) if published else {}
+    cats = dict(zip(ids, items.column(categories).to_pylist(), strict=True))
+    wanted = item_ids.tolist()
+    times = np.array([when.get(i) for i in wanted], dtype=np.float64)  # None -> NaN
+    split = [[c for c in (cats.get(i) or "").split("|") if c and c != no_category] for i in wanted]
+    return times, split

@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 import pyarrow.csv as pacsv  # noqa: E402
-from common import BENCH_DIR, OUT_DIR, log, machine  # noqa: E402
+from common import BENCH_DIR, OUT_DIR, catalog_columns, log, machine  # noqa: E402
 
 from clickrec.evaluation import replay as rp  # noqa: E402
 from clickrec.evaluation.baselines import (  # noqa: E402
@@ -251,18 +251,12 @@ def movielens(share: float) -> Dataset:
         ("temporal", "replay"),
         "every rating is an interaction (implicit feedback, whatever the score); "
         "sessions are user + UTC day; the catalog gives genres as categories",
-        catalog=Catalog(categories=categories_of(data, movies, "movieId", "genres")),
+        catalog=Catalog(
+            categories=catalog_columns(
+                movies, data.item_ids, "movieId", None, "genres", "(no genres listed)"
+            )[1]
+        ),
     )
-
-
-def categories_of(data: Interactions, items: pa.Table, key: str, column: str) -> list[list[str]]:
-    """Each data item's categories from a catalog table's "a|b" column (none if absent)."""
-    found = dict(zip(items.column(key).to_pylist(), items.column(column).to_pylist(), strict=True))
-    out = []
-    for item_id in data.item_ids.tolist():
-        text = found.get(item_id) or ""
-        out.append([c for c in text.split("|") if c and c != "(no genres listed)"])
-    return out
 
 
 def yoochoose(share: float) -> Dataset:
@@ -291,10 +285,6 @@ def blog(name: str, users: int) -> Dataset:
     spec = BlogSpec(users=users, seed=11)
     made = generate_blog(spec)
     data = to_interactions(training_table(made.interactions))
-    items = made.items
-    published = dict(
-        zip(items["item_id"].to_pylist(), items["published_at"].to_pylist(), strict=True)
-    )
     return Dataset(
         name,
         f"synthetic blog, {users} users",
@@ -303,10 +293,7 @@ def blog(name: str, users: int) -> Dataset:
         f"clickrec.testing.synthetic, {spec.days} days, {spec.posts_per_day} posts a day, "
         f"post half-life {spec.half_life_hours:g} h, seed {spec.seed}; the catalog gives "
         "publication times and categories",
-        catalog=Catalog(
-            np.array([published[i] for i in data.item_ids.tolist()], dtype=np.float64),
-            categories_of(data, made.items, "item_id", "categories"),
-        ),
+        catalog=Catalog(*catalog_columns(made.items, data.item_ids)),
     )
 
 

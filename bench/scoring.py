@@ -17,7 +17,7 @@ import argparse
 import time
 
 import numpy as np
-from common import log, report, row
+from common import catalog_columns, log, report, row
 
 from clickrec.models.base import RecipeParams
 from clickrec.models.recipes import fit
@@ -45,15 +45,10 @@ def main() -> None:
     log(f"generating {spec}")
     blog = generate_blog(spec)
     data = to_interactions(training_table(blog.interactions))
-    items = blog.items
+    published, sections = catalog_columns(blog.items, data.item_ids)
     facts = {
-        i: (p, c.split("|"))
-        for i, p, c in zip(
-            items["item_id"].to_pylist(),
-            items["published_at"].to_pylist(),
-            items["categories"].to_pylist(),
-            strict=True,
-        )
+        i: (None if np.isnan(p) else float(p), c)
+        for i, p, c in zip(data.item_ids.tolist(), published.tolist(), sections, strict=True)
     }
     log(f"{len(data):,} events, {data.n_items:,} items, {data.n_readers:,} readers")
     state = state_from(data, facts, SERVING_TRENDING_HOURS, HISTORY_LENGTH)
