@@ -7,6 +7,7 @@ import gc
 import getpass
 import json
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -147,8 +148,10 @@ def init(
     ] = False,
 ) -> None:
     """Create the home folder, its config file and stores, and a first admin key (once)."""
+    from clickrec.engine import make_private_home
+
     settings = _settings(home)
-    settings.home.mkdir(parents=True, exist_ok=True)
+    make_private_home(settings.home)
     config = write_default_config(settings.home)
     if self_signed:
         from clickrec.tls import self_signed as make_certificate
@@ -194,6 +197,7 @@ def serve(
     stopped (after flushing) when the server stops.
     """
     from clickrec.api.app import create_app
+    from clickrec.api.protocol import with_header_timeout
     from clickrec.engine import Engine
 
     settings = _settings(home)
@@ -222,6 +226,7 @@ def serve(
         access_log=False,  # clickrec.access logs each request as JSON instead
         log_config=None,  # uvicorn's own lines go through the same JSON handler
         timeout_graceful_shutdown=10,
+        http=with_header_timeout(settings.limits.header_timeout_seconds),
     )
     server = GracefulServer(config)
     try:
@@ -382,6 +387,9 @@ def keys_create(
 ) -> None:
     """Make a new key and its AWS credentials and print them once; the key is stored only
     as a hash, the AWS secret sealed with the data keys (docs/personalize.md)."""
+    if expires_days is not None and not (math.isfinite(expires_days) and expires_days > 0):
+        err.print(f"[red]error:[/red] --expires-days must be a positive number, not {expires_days}")
+        raise typer.Exit(2)
     engine = _engine(home)
     try:
         now = engine.clock.now()

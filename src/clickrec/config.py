@@ -61,8 +61,11 @@ class LimitSettings(Section):
     """/readyz is 503 while more log events than this wait for the archive."""
     max_serving_lag: int = Field(default=100_000, ge=0)
     """/readyz is 503 while more log events than this wait for the online state."""
-    body_timeout_seconds: float = Field(default=10.0, gt=0)
-    """A client that takes longer than this to send its body gets 408."""
+    body_timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
+    """A client that has not sent its whole body this long after its headers gets 408."""
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
+    """A connection that has not sent a request's whole header block this long after it
+    opened (or after its previous response) gets 408 and is closed."""
 
 
 class TrainingSettings(Section):

@@ -7,6 +7,7 @@ pieces are put together.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -28,20 +29,30 @@ from clickrec.training.scheduler import Trainer
 log = logging.getLogger("clickrec.engine")
 
 
+def make_private_home(home: Path) -> None:
+    """The home folder holds every reader's history and the keys' secrets: it is 0700, and
+    this process makes its files 0600 (umask 077) wherever a library creates them."""
+    os.umask(0o077)
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if home.stat().st_mode & 0o077:
+        log.warning("home folder %s was readable by others: made it 0700", home)
+        home.chmod(0o700)
+
+
 class Engine:
     def __init__(
         self, settings: Settings, clock: Clock | None = None, serving: bool = True
     ) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
-        settings.home.mkdir(parents=True, exist_ok=True)
+        make_private_home(settings.home)
         self.log = open_event_log(settings)
         self.catalog = open_catalog(settings)
         self.data_keys = open_data_keys(settings)
         self.lake = open_lake(settings, self.data_keys)
         self.models_root: Path = settings.store_path(settings.stores.models)
         self.models_root.mkdir(parents=True, exist_ok=True)
-        self.keys = KeyRing(self.catalog, self.data_keys)
+        self.keys = KeyRing(self.catalog, self.data_keys, self.clock)
         self.pipeline = Pipeline(
             settings,
             self.log,

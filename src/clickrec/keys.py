@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import logging
+import math
 import secrets
 import threading
 import time
@@ -20,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from clickrec.backends.sql_catalog import SQLCatalog
+from clickrec.core.clock import Clock, SystemClock
 from clickrec.core.datakeys import DataKeyError, DataKeys, unseal_if_sealed
 from clickrec.core.errors import Forbidden, InvalidInput, Unauthorized
 
@@ -75,6 +77,8 @@ class SigV4Credentials:
 
     principal: Principal
     secret: str | None = field(repr=False)
+    revoked: bool = False
+    expires_at: float | None = None
 
 
 def _hash(salt: str, secret: str) -> str:
@@ -86,9 +90,12 @@ def access_key_id(key_id: str) -> str:
 
 
 class KeyRing:
-    def __init__(self, catalog: SQLCatalog, data_keys: DataKeys | None = None) -> None:
+    def __init__(
+        self, catalog: SQLCatalog, data_keys: DataKeys | None = None, clock: Clock | None = None
+    ) -> None:
         self.catalog = catalog
         self.data_keys = data_keys
+        self.clock = clock or SystemClock()
         self._cache: dict[str, tuple[float, Principal]] = {}
         self._sigv4_cache: dict[str, tuple[float, SigV4Credentials]] = {}
         self._lock = threading.Lock()
@@ -113,6 +120,8 @@ class KeyRing:
         key needs the origins (``https://www.example.com``) of the pages that embed it."""
         if scope not in SCOPES:
             raise InvalidInput(f"scope must be one of {', '.join(SCOPES)}")
+        if expires_at is not None and not math.isfinite(expires_at):
+            raise InvalidInput("a key's expiry must be a finite time")
         if expires_at is not None and expires_at <= now:
             raise InvalidInput("a key cannot expire in the past")
         allowed = tuple(dict.fromkeys(check_origin(o) for o in origins))
@@ -192,7 +201,8 @@ class KeyRing:
         return done
 
     def sigv4_credentials(self, presented_access_key_id: str) -> SigV4Credentials | None:
-        """The principal and SigV4 secret of an access key id; None if no such active key."""
+        """The principal and SigV4 secret of an access key id; None if no such key. The
+        caller checks the signature first, then ``check_live`` (revoked, expired)."""
         now = time.monotonic()
         with self._lock:
             hit = self._sigv4_cache.get(presented_access_key_id)
@@ -206,18 +216,28 @@ class KeyRing:
         ):
             return None
         record = self.catalog.get_key(key_id)
-        if record is None or record["revoked_at"] is not None:
+        if record is None:
             return None
         stored = record.get("sigv4_secret")
         credentials = SigV4Credentials(
             _principal(record),
             self._unseal(stored, key_id) if stored else None,
+            record["revoked_at"] is not None,
+            record.get("expires_at"),
         )
         with self._lock:
             if len(self._sigv4_cache) > 10_000:
                 self._sigv4_cache.clear()
             self._sigv4_cache[presented_access_key_id] = (now + _CACHE_SECONDS, credentials)
         return credentials
+
+    def check_live(self, revoked: bool, expires_at: float | None) -> None:
+        """Unauthorized for a revoked or expired key: called only once the caller has
+        proved it holds the key's secret, so expiry is never revealed to a guesser."""
+        if revoked:
+            raise Unauthorized("invalid API key")
+        if expires_at is not None and expires_at <= self.clock.now():
+            raise Unauthorized("this API key has expired")
 
     def verify(self, presented: str) -> Principal:
         """The key's principal, or Unauthorized (the message never echoes the key)."""
@@ -230,17 +250,16 @@ class KeyRing:
         if len(parts) != 3 or parts[0] != _PREFIX:
             raise Unauthorized("invalid API key")
         record = self.catalog.get_key(parts[1])
-        if record is None or record["revoked_at"] is not None:
+        if record is None or not hmac.compare_digest(
+            record["secret_hash"], _hash(record["salt"], parts[2])
+        ):
             raise Unauthorized("invalid API key")
         expires = record.get("expires_at")
-        if expires is not None and expires <= time.time():
-            raise Unauthorized("this API key has expired")
-        if not hmac.compare_digest(record["secret_hash"], _hash(record["salt"], parts[2])):
-            raise Unauthorized("invalid API key")
+        self.check_live(record["revoked_at"] is not None, expires)
         principal = _principal(record)
         until = now + _CACHE_SECONDS
         if expires is not None:
-            until = min(until, now + (expires - time.time()))
+            until = min(until, now + (expires - self.clock.now()))
         with self._lock:
             if len(self._cache) > 10_000:
                 self._cache.clear()

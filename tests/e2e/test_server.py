@@ -174,6 +174,14 @@ def _scenario(http, home, tmp_path, admin, ingest, read, proc) -> None:  # type:
     seqs = pa.concat_tables([parts.read_part(path, ["seq"]) for path in parts.parts()])
     assert (seqs.num_rows, pc.count_distinct(seqs["seq"]).as_py()) == (total + 1, total + 1)
 
+    # After the whole run (init, import, serve, train, archive): every reader's history and
+    # every key's secret is this user's alone.
+    assert home.stat().st_mode & 0o777 == 0o700
+    made = list(home.rglob("*"))
+    assert any(p.suffix == ".parquet" for p in made) and any(p.suffix == ".db" for p in made)
+    loose = {str(p.relative_to(home)): oct(p.stat().st_mode & 0o777) for p in made}
+    assert {p: m for p, m in loose.items() if m not in ("0o600", "0o700")} == {}
+
 
 def test_bad_input_never_gets_a_5xx(server) -> None:  # type: ignore[no-untyped-def]
     url, _, admin, _ = server

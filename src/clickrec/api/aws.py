@@ -264,8 +264,22 @@ def item_record(item: AwsItem, where: str) -> dict[str, Any]:
         else:
             record[target] = value
     for target in _LISTS & record.keys():
-        record[target] = list(dict.fromkeys(p for p in record[target] if p != ""))
+        record[target] = _unique(record[target])
     return record
+
+
+def _unique(parts: list[Any]) -> list[Any]:
+    """Non-empty parts, repeats dropped; a nested list or object is kept for the item's
+    validation to refuse by name (it cannot be a category)."""
+    seen: set[Any] = set()
+    out = []
+    for part in parts:
+        if isinstance(part, dict | list):
+            out.append(part)
+        elif part != "" and part not in seen:
+            seen.add(part)
+            out.append(part)
+    return out
 
 
 def _metadata_columns(columns: dict[str, list[str]] | None) -> dict[str, str]:

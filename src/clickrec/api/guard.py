@@ -20,8 +20,16 @@ from clickrec.keys import KeyRing
 from clickrec.observability import tracing
 from clickrec.observability.metrics import Metrics
 
-# Routes an admin key may call at volume that change no configuration: not audited.
-DATA_PLANE = {"/v1/events", "/v1/rankings", "/v1/batch-jobs"}
+# Routes an admin key may call at volume that change no configuration: not audited. The
+# AWS-compatible ones (api/aws.py) are POSTs that send events or read recommendations.
+DATA_PLANE = {
+    "/v1/events",
+    "/v1/rankings",
+    "/v1/batch-jobs",
+    "/events",
+    "/recommendations",
+    "/personalize-ranking",
+}
 HSTS = [(b"strict-transport-security", b"max-age=31536000; includeSubDomains")]
 # Every response but the dashboard page (PAGES) is JSON or a static file: none may be
 # framed or run a script. A strict policy costs nothing and protects any new page by default.
@@ -228,9 +236,11 @@ class Guard:
             return
         body = bytearray()
         more = scope["method"] in ("POST", "PUT", "PATCH")
+        # One deadline for the whole body: a client trickling a byte at a time cannot reset it.
+        deadline = time.monotonic() + self.body_timeout
         while more:
             try:
-                message = await asyncio.wait_for(receive(), self.body_timeout)
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
             except TimeoutError:
                 late = f"request body not received within {self.body_timeout:g} seconds"
                 await self._refuse(send_with_headers, 408, late)

@@ -594,7 +594,7 @@ def get_audit_log(
     _: Admin,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     before: Annotated[
-        int | None, Query(ge=1, description="page back: entries below this id")
+        int | None, Query(ge=1, lt=2**63, description="page back: entries below this id")
     ] = None,
 ) -> dict[str, Any]:
     """Every admin action, newest first: who (key name and id, or cli:<user>), what, on

@@ -199,4 +199,11 @@ def verify(keys: KeyRing, request: SignedRequest, now: float) -> Principal:
     expected = signature(credentials.secret, auth, amz_date, canonical)
     if not hmac.compare_digest(expected, auth.signature):
         raise _invalid(_MISMATCH)
+    # Only a caller who proved it holds the secret learns that the key has expired.
+    if credentials.revoked:
+        raise SignatureRefused("UnrecognizedClientException", _UNKNOWN_KEY)
+    if credentials.expires_at is not None and credentials.expires_at <= now:
+        raise SignatureRefused(
+            "ExpiredTokenException", "The security token included in the request is expired"
+        )
     return credentials.principal
