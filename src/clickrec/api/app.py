@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from clickrec import __version__
-from clickrec.api import aws, dashboard, errors
+from clickrec.api import aws, dashboard, docs, errors
 from clickrec.api.guard import Cors, Guard
 from clickrec.api.limits import Rate, RateLimiter
 from clickrec.api.raw import RawRoute, RawRoutes
@@ -16,7 +16,7 @@ from clickrec.observability.series import Sample, Series, read_counters
 
 
 def create_app(engine: Engine) -> FastAPI:
-    # The schema is served behind a key (see routes), like every endpoint but health checks.
+    # The schema and its interactive page are served by api/docs.py from the package's files.
     app = FastAPI(
         title="clickrec", version=__version__, openapi_url=None, docs_url=None, redoc_url=None
     )
@@ -26,6 +26,7 @@ def create_app(engine: Engine) -> FastAPI:
     app.include_router(router)
     app.include_router(aws.router)  # Amazon Personalize's API, for boto3 (docs/personalize.md)
     app.include_router(dashboard.router)  # GET /dashboard: the built-in operations page
+    app.include_router(docs.router)  # GET /docs and /openapi.json: the API reference
     metrics = app.state.metrics
     app.state.series = Series(Sample(engine.clock.now(), read_counters(metrics)))
     if engine.recommender is not None:

@@ -46,10 +46,20 @@ PAGE_CSP = (
     b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
     b"connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
-PAGES = {"/dashboard"}
-PAGE_HEADERS = [
-    (k, PAGE_CSP if k == b"content-security-policy" else v) for k, v in SECURITY_HEADERS
-]
+# The API reference (api/docs.py): Swagger UI sets inline styles and draws icons from
+# data: URLs; its scripts still come from this origin only.
+DOCS_CSP = (
+    b"default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    b"img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+    b"frame-ancestors 'none'"
+)
+
+
+def _with_csp(csp: bytes) -> list[tuple[bytes, bytes]]:
+    return [(k, csp if k == b"content-security-policy" else v) for k, v in SECURITY_HEADERS]
+
+
+PAGES = {"/dashboard": _with_csp(PAGE_CSP), "/docs": _with_csp(DOCS_CSP)}
 
 
 access_log = logging.getLogger("clickrec.access")
@@ -180,7 +190,7 @@ class Guard:
                 status = message["status"]
                 message["headers"] = [
                     *message.get("headers", []),
-                    *(PAGE_HEADERS if scope["path"] in PAGES else SECURITY_HEADERS),
+                    *PAGES.get(scope["path"], SECURITY_HEADERS),
                     *(HSTS if scope.get("scheme") == "https" else ()),
                     *cors_headers,
                     (b"x-request-id", request_id.encode()),

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from fastapi.openapi.utils import get_openapi
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import TypeAdapter, ValidationError
 
 from clickrec.api import deps, errors
+from clickrec.api.docs import schema_of
 from clickrec.api.errors import JSON
 from clickrec.api.schemas import (
     Accepted,
@@ -206,10 +206,8 @@ def metrics(request: Request, engine: Eng, _: Admin) -> Response:
 
 @router.get("/v1/openapi.json", include_in_schema=False)
 def openapi(request: Request, _: Read) -> dict[str, Any]:
-    app = request.app
-    schema: dict[str, Any] = get_openapi(title=app.title, version=app.version, routes=app.routes)
-    errors.add_body_schemas(schema, [EventBatch])
-    return schema
+    """The same schema as the public GET /openapi.json (kept for clients that use it)."""
+    return schema_of(request.app)
 
 
 @router.post(
