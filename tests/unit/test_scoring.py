@@ -396,3 +396,27 @@ def test_a_section_gone_quiet_does_not_lift_its_stale_posts_above_what_trends() 
     assert all(item.startswith("news-") for item in top), top
     boost = scorer.category_boost(np.asarray([idx(state, "obit-0")]), state.trending(1.0))
     assert boost is not None and boost.max() <= 8.0 and boost.min() >= 1 / 8
+
+
+# -- one answer for the same events, whatever the process saw before ---------------------------
+
+
+def test_a_process_that_saw_the_same_events_gives_the_same_scores(blog_data, artifact) -> None:
+    """A long-running server (its shared trending cached) and a fresh process (a batch job,
+    another replica) agree after an event that moves time a month ahead."""
+    data, facts = blog_data
+    running = state_from(data, facts, trending_half_life_hours=6.0, history_length=50)
+    server = Scorer(artifact, running, Exploration())
+    server.for_reader("u:someone")  # the shared terms are now cached
+    month_later = running.newest_event_time + 30 * DAY
+    running.observe(["u:visitor"], ["post-c"], [month_later])
+
+    fresh = state_from(data, facts, trending_half_life_hours=6.0, history_length=50)
+    fresh.observe(["u:visitor"], ["post-c"], [month_later])
+    batch = Scorer(artifact, fresh, Exploration())
+    for reader in ("u:visitor", "u:someone-else"):
+        np.testing.assert_allclose(
+            server.for_reader(reader).values, batch.for_reader(reader).values, rtol=1e-9
+        )
+    trending, _ = server.shared()
+    assert ids(running, top_n(trending, 1)) == ["post-c"]  # the month's only read trends

@@ -112,6 +112,7 @@ class OnlineState:
         self._category_matrix: tuple[int, sp.csr_matrix] | None = None
         self.anchor: float | None = None
         self.newest_event_time = -math.inf
+        self.trend_mass = 0.0  # sum of every event's trending weight, in anchor units
         self.readers: dict[str, ReaderHistory] = {}
         self.event_types: list[str] = [""]  # code -> name; 0 is "not told"
         self._type_codes: dict[str, int] = {"": 0}
@@ -360,6 +361,7 @@ class OnlineState:
             self._reanchor(self.newest_event_time)
         weights = np.exp2((ts - self.anchor) / self.half_life_s)
         np.add.at(self._trend, idx, weights)
+        self.trend_mass += float(weights.sum())
         for half_life, counts in self._other_trends.items():
             np.add.at(counts, idx, np.exp2((ts - self.anchor) / half_life))
         return weights
@@ -369,11 +371,30 @@ class OnlineState:
         scale = np.exp2((self.anchor - new_anchor) / self.half_life_s)
         self._trend *= scale
         self._context *= scale
+        self.trend_mass *= scale
         for half_life, counts in self._other_trends.items():
             counts *= np.exp2((self.anchor - new_anchor) / half_life)
         self.anchor = new_anchor
 
     # -- reads ---------------------------------------------------------------------------
+    def trend_mass_mark(self) -> tuple[float, float | None]:
+        """(trending mass, anchor) now: what ``trend_added_since`` compares against."""
+        with self.lock:
+            return self.trend_mass, self.anchor
+
+    def trend_added_since(self, mark: tuple[float, float | None]) -> float:
+        """The share of today's trending mass that events since ``mark`` brought (0 to 1):
+        one event after a long quiet spell brings nearly all of it, one more in a busy
+        hour almost none."""
+        mass, anchor = mark
+        with self.lock:
+            if self.trend_mass <= 0:
+                return 0.0
+            if anchor is None or self.anchor is None:
+                return 1.0
+            then = mass * np.exp2((anchor - self.anchor) / self.half_life_s)
+            return max(0.0, 1.0 - then / self.trend_mass)
+
     def trending(self, half_life_hours: float | None = None) -> np.ndarray:
         """Decayed counts per item index, scaled so the top item scores 1 (a copy); at
         ``half_life_hours`` when that is a tracked one, else at the state's own."""

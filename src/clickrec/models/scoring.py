@@ -86,6 +86,7 @@ class Scorer:
         self._prior: tuple[tuple[object, ...], np.ndarray] | None = None
         self._uncovered_of: tuple[sp.csr_matrix, np.ndarray] | None = None
         self._cache_seen = 0
+        self._cache_mark: tuple[float, float | None] = (0.0, None)
         self._cache: tuple[np.ndarray, np.ndarray] = (np.zeros(0), np.zeros(0))
         self._plain_trending = np.zeros(0)  # the trending that ``_cache`` was built from
 
@@ -136,14 +137,17 @@ class Scorer:
         """(trending, bonus) over the live items, the same for every reader.
 
         ``bonus`` is the exploration bonus, -inf where an item may not be shown. Both are
-        recomputed after any catalog change and after every 0.1% more events (at least
-        every event for small states), not per request: they cost O(items).
+        recomputed after any catalog change and once the events since bring 0.1% of the
+        trending mass (weighted by recency, so one event after a quiet month counts in
+        full), not per request: they cost O(items). So every process that has seen the
+        same events gives the same list, up to that 0.1%.
         """
         state = self.state
         seen = state.events_seen
         key = (state.catalog_version, state.n_items)
-        stale = seen - self._cache_seen > self._cache_seen // 1000
+        stale = seen != self._cache_seen and state.trend_added_since(self._cache_mark) > 1e-3
         if key != self._cache_key or stale:
+            self._cache_mark = state.trend_mass_mark()
             n = state.n_items
             now = state.newest_event_time
             bonus = self.freshness(now, n) if np.isfinite(now) else np.zeros(n)
