@@ -8,20 +8,23 @@ of the output; the others go on.
 
 from __future__ import annotations
 
+import itertools
+import os
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, BinaryIO
 
 import numpy as np
 import orjson
 import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from clickrec.core.errors import ClickrecError, InvalidInput
+from clickrec.config import BatchSettings
+from clickrec.core.clock import Clock, SystemClock
+from clickrec.core.errors import ClickrecError, Conflict, Forbidden, Gone, InvalidInput, NotFound
 from clickrec.core.types import FilterName, FilterValues, Id, MetadataColumns
 from clickrec.serving.service import Extras, Recommender, Selection
 
@@ -174,21 +177,96 @@ def _affinity(
     return scores.tocsc(), readers, {i: k for k, i in enumerate(known)}
 
 
-def write_jsonl(path: Path, answers: Iterable[dict[str, Any]]) -> tuple[int, int]:
-    """Write answers as JSON lines (atomically); returns (lines, errors)."""
+class OutputTooLarge(InvalidInput):
+    """An output grew past its byte quota after ``lines`` answers."""
+
+    def __init__(self, limit: int, lines: int) -> None:
+        super().__init__(f"the output passed {limit:,} bytes after {lines} answers")
+        self.lines = lines
+
+
+def create_file(path: Path, mode: int) -> BinaryIO:
+    """A new file opened for writing with ``mode`` from its first byte (never a wider one
+    for a moment, whatever the umask); a stale file of that name is replaced."""
+    path.unlink(missing_ok=True)
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb")
+
+
+def write_jsonl(
+    path: Path,
+    answers: Iterable[dict[str, Any]],
+    max_bytes: int | None = None,
+    mode: int = 0o666,
+) -> tuple[int, int]:
+    """Write answers as JSON lines (atomically); returns (lines, errors). Past ``max_bytes``
+    it stops with OutputTooLarge and leaves nothing behind."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    lines = errors = 0
-    with tmp.open("wb") as f:
-        for answer in answers:
-            f.write(orjson.dumps(answer) + b"\n")
-            lines += 1
-            errors += "error" in answer
+    lines = errors = size = 0
+    try:
+        with create_file(tmp, mode) as f:
+            for answer in answers:
+                line = orjson.dumps(answer) + b"\n"
+                size += len(line)
+                if max_bytes is not None and size > max_bytes:
+                    raise OutputTooLarge(max_bytes, lines)
+                f.write(line)
+                lines += 1
+                errors += "error" in answer
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.replace(path)
     return lines, errors
 
 
+def read_page(f: BinaryIO, offset: int, limit: int) -> tuple[bytes, int | None]:
+    """Lines ``offset`` to ``offset + limit`` of an open output and the offset of the next
+    page (None after the last line). A page stops early past PAGE_BYTES (after one line at
+    least), so it never holds more than that and one line in memory."""
+    page: list[bytes] = []
+    size = 0
+    for line in itertools.islice(f, offset, None):
+        if len(page) == limit or (page and size + len(line) > PAGE_BYTES):
+            return b"".join(page), offset + len(page)
+        page.append(line)
+        size += len(line)
+    return b"".join(page), None
+
+
+def chunks(f: BinaryIO, size: int = 1 << 16) -> Iterator[bytes]:
+    """The rest of an open file in pieces of ``size`` bytes; closes it at the end."""
+    with f:
+        while chunk := f.read(size):
+            yield chunk
+
+
+def erased_lines(output: Path) -> int:
+    """How many lines of an output reader erasures changed (its ``.erased`` sidecar)."""
+    try:
+        return int(output.with_suffix(".erased").read_text())
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+def record_erased(output: Path, lines: int) -> None:
+    """Add ``lines`` to an output's erased count; the sidecar is swapped in whole."""
+    sidecar = output.with_suffix(".erased")
+    tmp = sidecar.with_suffix(".erased.tmp")
+    with create_file(tmp, 0o600) as f:
+        f.write(str(erased_lines(output) + lines).encode())
+    tmp.replace(sidecar)
+
+
 # -- jobs run by a server ------------------------------------------------------------------
 KINDS = ("recommendations", "segments")
+ACTIVE = ("pending", "running")
+PAGE_LINES, MAX_PAGE_LINES, PAGE_BYTES = 1000, 10_000, 8 << 20  # a page of an output
+SWEEP_SECONDS = 60.0  # at most this often a request lists the folder for stray files
+Spawn = Callable[[Callable[[], None]], None]
+
+
+def _thread(run: Callable[[], None]) -> None:
+    threading.Thread(target=run, daemon=True).start()
 
 
 @dataclass
@@ -197,10 +275,12 @@ class Job:
     kind: str
     total: int
     created_at: float
-    state: str = "pending"  # pending, running, succeeded, failed
+    owner: str = field(default="", repr=False)  # the key id that made it
+    state: str = "pending"  # pending, running, succeeded, failed, expired
     done: int = 0
     errors: int = 0
     finished_at: float | None = None
+    expires_at: float | None = None
     error: str | None = None
     path: Path | None = field(default=None, repr=False)
 
@@ -212,42 +292,175 @@ class Job:
             "total": self.total,
             "done": self.done,
             "errors": self.errors,
+            "erased_lines": erased_lines(self.path) if self.path else 0,
             "created_at": self.created_at,
             "finished_at": self.finished_at,
+            "expires_at": self.expires_at,
             "error": self.error,
         }
 
 
 class JobRunner:
-    """Batch jobs of one server: each runs in its own thread and writes its output under
-    ``<home>/batch/``; the job list lives in memory (a restart forgets finished jobs' status
-    but keeps their output files)."""
+    """Batch jobs of one server, within each key's quotas (``[batch]`` settings): each runs
+    in its own thread and writes its output (0600) under ``<home>/batch/``, deleted after
+    the retention period. The job list lives in memory: a restart forgets the jobs, and
+    their outputs go once they are older than the retention period."""
 
-    def __init__(self, rec: Recommender, folder: Path, max_jobs: int = 100) -> None:
+    def __init__(
+        self,
+        rec: Recommender,
+        folder: Path,
+        settings: BatchSettings | None = None,
+        clock: Clock | None = None,
+        max_jobs: int = 100,
+        spawn: Spawn = _thread,
+    ) -> None:
         self.rec = rec
         self.folder = folder
+        self.settings = settings or BatchSettings()
+        self.clock = clock or SystemClock()
         self.max_jobs = max_jobs
+        self.spawn = spawn
         self.jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
+        self._next_scan = 0.0
+        self.sweep()
 
-    def submit(self, kind: str, lines: list[dict[str, Any]]) -> Job:
+    @property
+    def _retention(self) -> float:
+        return self.settings.retention_hours * 3600
+
+    def submit(self, kind: str, lines: list[dict[str, Any]], owner: str) -> Job:
+        """Start a job for ``owner`` (a key id); InvalidInput or Conflict past its quotas."""
         if kind not in KINDS:
             raise InvalidInput(f"kind must be one of {', '.join(KINDS)}")
-        job = Job(uuid.uuid4().hex[:16], kind, len(lines), time.time())
-        self.folder.mkdir(parents=True, exist_ok=True)
+        most = self.settings.max_lines_per_job
+        if len(lines) > most:
+            raise InvalidInput(
+                f"a batch job takes at most {most:,} lines (batch.max_lines_per_job): "
+                "split the input into several jobs"
+            )
+        self.sweep(scan=True)
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        job = Job(uuid.uuid4().hex[:16], kind, len(lines), self.clock.now(), owner)
         job.path = self.folder / f"{job.id}.jsonl"
         with self._lock:
-            if len(self.jobs) >= self.max_jobs:  # forget the oldest finished job
-                done = [j for j in self.jobs.values() if j.state in ("succeeded", "failed")]
-                if done:
-                    del self.jobs[min(done, key=lambda j: j.created_at).id]
+            self._check_quotas(owner)
+            self._make_room()
             self.jobs[job.id] = job
-        threading.Thread(target=self._run, args=(job, lines), daemon=True).start()
+        self.spawn(lambda: self._run(job, lines))
         return job
 
     def get(self, job_id: str) -> Job | None:
+        self.sweep()
         with self._lock:
             return self.jobs.get(job_id)
+
+    def open_output(self, job_id: str) -> BinaryIO:
+        """A succeeded job's output, opened (a sweep or an erasure meanwhile cannot cut the
+        read short); NotFound, Conflict until it succeeded, Gone once it was deleted."""
+        self.sweep()
+        with self._lock:
+            job = self.jobs.get(job_id)
+            if job is None:
+                raise NotFound(f"unknown batch job: {job_id}")
+            if job.state == "succeeded" and job.path is not None:
+                try:
+                    return job.path.open("rb")
+                except FileNotFoundError:
+                    hours = self.settings.retention_hours
+                    self._expire(job, f"its file was removed before its {hours:g} h retention")
+            if job.state == "expired":
+                raise Gone(f"the output of batch job {job_id} is no longer available: {job.error}")
+            raise Conflict(f"batch job {job_id} is {job.state}")
+
+    def delete(self, job_id: str, owner: str | None) -> None:
+        """Forget a finished job and delete its output; ``owner`` None may delete any."""
+        with self._lock:
+            job = self.jobs.get(job_id)
+            if job is None:
+                raise NotFound(f"unknown batch job: {job_id}")
+            if owner is not None and job.owner != owner:
+                raise Forbidden(f"only the key that made batch job {job_id} may delete it")
+            if job.state in ACTIVE:
+                raise Conflict(f"batch job {job_id} is {job.state}: delete it once it finished")
+            del self.jobs[job_id]
+            self._delete_files(job_id)
+
+    def sweep(self, scan: bool = False) -> None:
+        """Delete outputs past their retention (their job then says ``expired``), forget
+        jobs one period later, and (when ``scan``, or every SWEEP_SECONDS) delete files no
+        job owns once they are older than the retention period (left by a restart)."""
+        now = self.clock.now()
+        with self._lock:
+            for job in list(self.jobs.values()):
+                if job.state == "succeeded" and job.expires_at and now >= job.expires_at:
+                    self._expire(job, self._expiry_note())
+                elif job.state in ("failed", "expired") and now >= self._forget_at(job):
+                    del self.jobs[job.id]
+            if scan or now >= self._next_scan:
+                self._next_scan = now + SWEEP_SECONDS
+                self._delete_strays(now - self._retention)
+
+    def _expiry_note(self) -> str:
+        hours = self.settings.retention_hours
+        return f"outputs are deleted {hours:g} h after their job finished (batch.retention_hours)"
+
+    def _forget_at(self, job: Job) -> float:
+        return (job.finished_at or job.created_at) + 2 * self._retention
+
+    def _check_quotas(self, owner: str) -> None:
+        """Conflict when ``owner`` runs its most jobs at once or keeps its most bytes."""
+        s = self.settings
+        mine = [j for j in self.jobs.values() if j.owner == owner]
+        active = sum(j.state in ACTIVE for j in mine)
+        if active >= s.max_running_per_key:
+            raise Conflict(
+                f"this key has {active} batch jobs pending or running, its most at once "
+                "(batch.max_running_per_key): submit again once one has finished"
+            )
+        kept = sum(_size(j.path) for j in mine if j.state == "succeeded")
+        if kept >= s.max_retained_bytes_per_key:
+            raise Conflict(
+                f"this key's batch outputs take {kept:,} bytes, its quota is "
+                f"{s.max_retained_bytes_per_key:,} bytes (batch.max_retained_bytes_per_key): "
+                "delete the outputs you have downloaded (DELETE /v1/batch-jobs/{id}) or wait "
+                f"until they expire, {s.retention_hours:g} h after their job finished"
+            )
+
+    def _make_room(self) -> None:
+        """Past ``max_jobs``, forget the oldest finished job and delete its output (no one
+        could ask for it any more)."""
+        if len(self.jobs) < self.max_jobs:
+            return
+        done = [j for j in self.jobs.values() if j.state not in ACTIVE]
+        if done:
+            oldest = min(done, key=lambda j: j.created_at)
+            del self.jobs[oldest.id]
+            self._delete_files(oldest.id)
+
+    def _expire(self, job: Job, why: str) -> None:
+        self._delete_files(job.id)
+        job.state, job.error = "expired", why
+
+    def _delete_files(self, job_id: str) -> None:
+        """The output of a job and its companions (temporary file, erased count)."""
+        for path in self.folder.glob(f"{job_id}.*"):
+            path.unlink(missing_ok=True)
+
+    def _delete_strays(self, cutoff: float) -> None:
+        """Files of no live job, last written before ``cutoff`` (Unix seconds)."""
+        if not self.folder.is_dir():
+            return
+        for path in self.folder.iterdir():
+            job = self.jobs.get(path.name.partition(".")[0])
+            if job is not None and job.state in (*ACTIVE, "succeeded"):
+                continue
+            try:
+                if path.is_file() and path.stat().st_mtime < cutoff:
+                    path.unlink()
+            except FileNotFoundError:
+                continue
 
     def _run(self, job: Job, lines: list[dict[str, Any]]) -> None:
         job.state = "running"
@@ -256,10 +469,33 @@ class JobRunner:
             job.done += n
 
         run = recommend_many if job.kind == "recommendations" else item_affinity
+        limit = self.settings.max_output_bytes
+        state, error = "succeeded", None
         try:
             assert job.path is not None
-            _, job.errors = write_jsonl(job.path, run(self.rec, lines, advance))
-            job.state = "succeeded"
+            _, job.errors = write_jsonl(job.path, run(self.rec, lines, advance), limit, 0o600)
+        except OutputTooLarge as exc:
+            state, error = "failed", _too_large(limit, exc.lines, job.total)
         except Exception as exc:  # noqa: BLE001 - a failed job reports, the server goes on
-            job.state, job.error = "failed", f"{type(exc).__name__}: {exc}"
-        job.finished_at = time.time()
+            state, error = "failed", f"{type(exc).__name__}: {exc}"
+        now = self.clock.now()
+        with self._lock:
+            job.finished_at, job.error = now, error
+            job.expires_at = now + self._retention if state == "succeeded" else None
+            job.state = state
+
+
+def _too_large(limit: int, lines: int, total: int) -> str:
+    """The failed job's error: the quota, and how to split the input to stay under it."""
+    split = f"split the input into jobs of at most about {lines} lines, or " if lines else ""
+    return (
+        f"the output passed the quota of {limit:,} bytes per job (batch.max_output_bytes) "
+        f"after {lines} of {total} lines: {split}ask for fewer num_results or metadata_columns"
+    )
+
+
+def _size(path: Path | None) -> int:
+    try:
+        return path.stat().st_size if path is not None else 0
+    except FileNotFoundError:
+        return 0

@@ -132,6 +132,24 @@ class TracingSettings(Section):
     """Share of new traces kept; a caller's sampled ``traceparent`` is always followed."""
 
 
+class BatchSettings(Section):
+    """Quotas and retention of batch jobs made through the API, per key (docs/security.md);
+    ``clickrec batch`` on the command line writes where its user says and is not bound."""
+
+    max_lines_per_job: int = Field(default=10_000, ge=1, le=10_000)
+    """Input lines one job may hold (the API never takes more than 10,000)."""
+    max_output_bytes: int = Field(default=100_000_000, ge=1)
+    """A job whose output would grow past this fails, and its partial output is deleted."""
+    max_running_per_key: int = Field(default=2, ge=1)
+    """Jobs one key may have pending or running at once; past it a new one gets 409."""
+    max_retained_bytes_per_key: int = Field(default=500_000_000, ge=1)
+    """Finished outputs one key keeps on disk; at or past it a new job gets 409. A key's
+    worst case is this plus ``max_running_per_key`` × ``max_output_bytes``."""
+    retention_hours: float = Field(default=24.0, gt=0)
+    """Outputs are deleted this long after their job finished (the job then says
+    ``expired``); the job itself is forgotten one more period later."""
+
+
 class Settings(Section):
     home: Path = Path("var")
     stores: StoreSettings = StoreSettings()
@@ -141,6 +159,7 @@ class Settings(Section):
     serving: ServingSettings = ServingSettings()
     encryption: EncryptionSettings = EncryptionSettings()
     tracing: TracingSettings = TracingSettings()
+    batch: BatchSettings = BatchSettings()
 
     def store_path(self, url: str) -> Path:
         """The local path of a sqlite:/// or file:// URL, relative ones under the home."""

@@ -88,7 +88,9 @@ class Engine:
         if self.recommender is not None:
             self.log.before_commit = self.recommender.claim
         self.jobs = (
-            JobRunner(self.recommender, settings.home / "batch") if self.recommender else None
+            JobRunner(self.recommender, settings.home / "batch", settings.batch, self.clock)
+            if self.recommender
+            else None
         )
         self.ingestor = Ingestor(
             self.log, self.clock, self.recommender.apply_appended if self.recommender else None

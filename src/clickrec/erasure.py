@@ -20,6 +20,7 @@ the next training reads the log and the lake, which no longer hold the reader.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,7 +31,7 @@ import pyarrow.compute as pc
 
 from clickrec.backends.base import EventLog, Lake
 from clickrec.backends.sql_catalog import SQLCatalog
-from clickrec.batch import write_jsonl
+from clickrec.batch import create_file, record_erased
 from clickrec.core.clock import Clock
 
 if TYPE_CHECKING:
@@ -106,21 +107,12 @@ class Eraser:
         """Drop the reader from batch-job outputs; returns how many entries went."""
         if self.batch_folder is None or not self.batch_folder.is_dir():
             return 0
-        needle = orjson.dumps(user)[1:-1]  # the id as it appears inside a JSON string
         dropped = 0
         for path in sorted(self.batch_folder.glob("*.jsonl")):
-            raw = path.read_bytes()
-            if needle not in raw and not any(orjson.dumps(s)[1:-1] in raw for s in sessions):
-                continue
-            kept: list[Any] = []
-            for line in raw.splitlines():
-                entry, gone = _without_reader(orjson.loads(line), user, sessions)
-                dropped += gone
-                if entry is None or needle in orjson.dumps(entry):
-                    dropped += entry is not None
-                    continue
-                kept.append(entry)
-            write_jsonl(path, kept)  # atomically, as the job wrote it
+            try:
+                dropped += _scrub_output(path, user, sessions)
+            except FileNotFoundError:
+                continue  # deleted meanwhile (retention): nothing left to scrub
         return dropped
 
     # -- phase 2: the lake's writer -------------------------------------------------------
@@ -181,17 +173,61 @@ def _doomed(ids: pa.Table, users: list[str], sessions: list[str]) -> pa.ChunkedA
     return pc.or_(mine, pc.fill_null(anonymous, False))
 
 
+def _scrub_output(path: Path, user: str, sessions: set[str]) -> int:
+    """Rewrite one output without the reader, line by line into a 0600 temporary file
+    swapped in atomically; returns the entries that went. A file where no line changes
+    is never rewritten. The job's erased count is raised before the swap: a crash in
+    between can count a line twice, never hide a change."""
+    marks = [orjson.dumps(i) for i in (user, *sessions)]
+    with path.open("rb") as f:
+        if not any(_scrub_line(line, n, user, sessions, marks)[1] for n, line in enumerate(f, 1)):
+            return 0
+        f.seek(0)
+        tmp = path.with_suffix(".jsonl.erasing")
+        dropped = changed = 0
+        with create_file(tmp, 0o600) as out:
+            for n, line in enumerate(f, 1):
+                clean, gone = _scrub_line(line, n, user, sessions, marks)
+                out.write(clean)
+                dropped += gone
+                changed += gone > 0
+        st = os.fstat(f.fileno())
+    os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))  # the retention counts from the job
+    record_erased(path, changed)
+    tmp.replace(path)
+    return dropped
+
+
+def _scrub_line(
+    line: bytes, number: int, user: str, sessions: set[str], marks: list[bytes]
+) -> tuple[bytes, int]:
+    """(the line without the reader, how many entries went). An answer that was theirs
+    becomes ``{"line": n, "erased": true}``: the output keeps one line per input line."""
+    if not any(m in line for m in marks):  # cheap: an exact id is also a substring
+        return line, 0
+    entry, gone = _without_reader(orjson.loads(line), user, sessions)
+    if not gone:
+        return line, 0
+    clean = {"line": number, "erased": True} if entry is None else entry
+    return orjson.dumps(clean) + b"\n", gone
+
+
 def _without_reader(entry: Any, user: str, sessions: set[str]) -> tuple[Any, int]:
-    """(entry without the reader's sub-entries, how many went); None when it is theirs."""
+    """(entry without the reader's sub-entries, how many went); None when it is theirs.
+    Ids are compared whole (``zz1`` is not ``zz10``); one of their sessions named beside
+    another user is replaced by ERASED."""
     if isinstance(entry, dict):
-        if entry.get("user_id") == user or (
-            entry.get("user_id") is None and entry.get("session_id") in sessions
-        ):
+        session = entry.get("session_id")
+        theirs = isinstance(session, str) and session in sessions
+        if entry.get("user_id") == user or (entry.get("user_id") is None and theirs):
             return None, 1
         gone = 0
         out = {}
         for key, value in entry.items():
-            out[key], n = _without_reader(value, user, sessions)
+            if key == "session_id" and theirs:
+                out[key], n = ERASED, 1
+            else:
+                out[key], n = _without_reader(value, user, sessions)
             gone += n
         return out, gone
     if isinstance(entry, list):

@@ -3,7 +3,11 @@ many items), through the API job and the CLI, against the same live state as the
 
 from __future__ import annotations
 
+import os
+import stat
 import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import orjson
@@ -11,8 +15,11 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from clickrec.api.app import create_app
 from clickrec.batch import item_affinity
 from clickrec.cli import app
+from clickrec.config import load_settings
+from clickrec.core.clock import FixedClock
 from clickrec.engine import Engine
 from clickrec.testing.synthetic import BlogSpec, blog_interactions_as_events, generate_blog
 
@@ -175,3 +182,162 @@ def test_the_cli_writes_one_line_per_reader(
     (answer,) = [orjson.loads(line) for line in segments.read_text().splitlines()]
     assert answer["item_id"] == "post-b" and 0 < len(answer["readers"]) <= 10
     assert "fan2" in [r.get("user_id") for r in answer["readers"]]
+
+
+# -- quotas and retention of jobs made through the API ----------------------------------------
+Serve = Callable[..., tuple[TestClient, Engine]]
+READERS = [{"user_id": f"reader-{k:03d}", "num_results": 3} for k in range(25)]
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Serve]:
+    """A server whose ``[batch]`` settings are the keyword arguments, on an injected clock."""
+    with ExitStack() as stack:
+
+        def start(clock: FixedClock | None = None, **batch: object) -> tuple[TestClient, Engine]:
+            env = {f"CLICKREC_BATCH__{k.upper()}": str(v) for k, v in batch.items()}
+            eng = Engine(load_settings(tmp_path / "home", environ=env), clock)
+            stack.callback(eng.close)
+            return stack.enter_context(TestClient(create_app(eng))), eng
+
+        yield start
+
+
+@contextmanager
+def loose_umask() -> Iterator[None]:
+    """A process umask that lets files be read by others, as before the engine tightened it."""
+    previous = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def read_key(engine: Engine) -> dict[str, str]:
+    key, _ = engine.keys.create("read", None, engine.clock.now())
+    return {"Authorization": f"Bearer {key}"}
+
+
+def submit(client: TestClient, key: dict[str, str], lines: list[dict] = READERS) -> dict:
+    r = client.post("/v1/batch-jobs", json={"kind": "recommendations", "lines": lines}, headers=key)
+    assert r.status_code == 202, r.text
+    return r.json()
+
+
+def finished(client: TestClient, key: dict[str, str], job_id: str) -> dict:
+    return wait_for(client, {"read": key}, job_id)
+
+
+def test_a_job_whose_output_passes_its_quota_fails_and_leaves_no_file(serve: Serve) -> None:
+    client, engine = serve(max_output_bytes=2000)
+    key = read_key(engine)
+    job = finished(client, key, submit(client, key)["id"])
+    assert job["state"] == "failed"
+    assert "2,000 bytes" in job["error"] and "batch.max_output_bytes" in job["error"]
+    assert "split the input" in job["error"]
+    assert list((engine.settings.home / "batch").iterdir()) == []  # the partial file went
+    assert client.get(f"/v1/batch-jobs/{job['id']}/output", headers=key).status_code == 409
+
+
+def test_a_job_with_more_lines_than_allowed_is_refused(serve: Serve) -> None:
+    client, engine = serve(max_lines_per_job=10)
+    key = read_key(engine)
+    r = client.post(
+        "/v1/batch-jobs", json={"kind": "recommendations", "lines": READERS}, headers=key
+    )
+    assert r.status_code == 422 and "batch.max_lines_per_job" in r.text, r.text
+
+
+def test_a_key_runs_only_so_many_jobs_at_once(serve: Serve) -> None:
+    client, engine = serve(max_running_per_key=2)
+    assert engine.jobs is not None
+    waiting: list[Callable[[], None]] = []
+    engine.jobs.spawn = waiting.append  # jobs wait until the test runs them
+    key, other = read_key(engine), read_key(engine)
+    submit(client, key), submit(client, key)
+    r = client.post(
+        "/v1/batch-jobs", json={"kind": "recommendations", "lines": READERS}, headers=key
+    )
+    assert r.status_code == 409, r.text
+    assert "2 batch jobs pending or running" in r.text and "batch.max_running_per_key" in r.text
+    submit(client, other)  # the quota is per key
+    for run in waiting:
+        run()
+    submit(client, key)  # its jobs finished: room again
+
+
+def test_a_key_whose_outputs_fill_its_quota_gets_no_new_job(serve: Serve) -> None:
+    client, engine = serve(max_retained_bytes_per_key=1000)
+    key, other = read_key(engine), read_key(engine)
+    job = finished(client, key, submit(client, key)["id"])
+    assert job["state"] == "succeeded"
+    r = client.post(
+        "/v1/batch-jobs", json={"kind": "recommendations", "lines": READERS}, headers=key
+    )
+    assert r.status_code == 409 and "batch.max_retained_bytes_per_key" in r.text, r.text
+    assert finished(client, other, submit(client, other)["id"])["state"] == "succeeded"
+    # Deleting a downloaded output frees the quota; only its own key (or admin) may.
+    assert client.delete(f"/v1/batch-jobs/{job['id']}", headers=other).status_code == 403
+    assert client.delete(f"/v1/batch-jobs/{job['id']}", headers=key).status_code == 204
+    assert client.get(f"/v1/batch-jobs/{job['id']}", headers=key).status_code == 404
+    assert not (engine.settings.home / "batch" / f"{job['id']}.jsonl").exists()
+    submit(client, key)
+
+
+def test_outputs_are_private_and_deleted_after_the_retention_period(serve: Serve) -> None:
+    clock = FixedClock(time.time())
+    client, engine = serve(clock, retention_hours=24)
+    key = read_key(engine)
+    folder = engine.settings.home / "batch"
+    with loose_umask():
+        job = finished(client, key, submit(client, key)["id"])
+    output = folder / f"{job['id']}.jsonl"
+    assert stat.S_IMODE(output.stat().st_mode) == 0o600  # 0600 of its own, whatever the umask
+    leftover = folder / "0123456789abcdef.jsonl"  # a job's output from before a restart
+    leftover.write_bytes(b"{}\n")
+
+    clock.advance(23 * 3600)
+    assert client.get(f"/v1/batch-jobs/{job['id']}/output", headers=key).status_code == 200
+    clock.advance(2 * 3600)
+    view = client.get(f"/v1/batch-jobs/{job['id']}", headers=key).json()
+    assert view["state"] == "expired" and "24 h" in view["error"], view
+    gone = client.get(f"/v1/batch-jobs/{job['id']}/output", headers=key)
+    assert gone.status_code == 410 and "no longer available" in gone.json()["error"]
+    submit(client, key)  # a submit also sweeps the files no job knows
+    assert not output.exists() and not leftover.exists()
+    clock.advance(24 * 3600)  # a second period later the job itself is forgotten
+    assert client.get(f"/v1/batch-jobs/{job['id']}", headers=key).status_code == 404
+    assert job["expires_at"] == job["finished_at"] + 24 * 3600  # said from the start
+
+
+def test_an_output_removed_from_disk_is_gone_not_an_error(serve: Serve) -> None:
+    client, engine = serve()
+    key = read_key(engine)
+    job = finished(client, key, submit(client, key)["id"])
+    (engine.settings.home / "batch" / f"{job['id']}.jsonl").unlink()
+    r = client.get(f"/v1/batch-jobs/{job['id']}/output", headers=key)
+    assert r.status_code == 410, r.text
+    assert f"the output of batch job {job['id']} is no longer available" in r.json()["error"]
+    assert client.get(f"/v1/batch-jobs/{job['id']}", headers=key).json()["state"] == "expired"
+
+
+def test_the_output_is_read_in_pages(serve: Serve) -> None:
+    client, engine = serve()
+    key = read_key(engine)
+    job = finished(client, key, submit(client, key)["id"])
+    url = f"/v1/batch-jobs/{job['id']}/output"
+    whole = client.get(url, headers=key)
+    assert whole.headers["content-type"] == "application/x-ndjson"
+    everyone = [orjson.loads(line)["user_id"] for line in whole.text.splitlines()]
+    assert everyone == [r["user_id"] for r in READERS]
+
+    first = client.get(url, params={"limit": 10}, headers=key)
+    assert len(first.text.splitlines()) == 10 and first.headers["x-next-offset"] == "10"
+    seen, offset = [], "0"
+    while offset:
+        page = client.get(url, params={"offset": offset, "limit": 10}, headers=key)
+        seen += [orjson.loads(line)["user_id"] for line in page.text.splitlines()]
+        offset = page.headers.get("x-next-offset", "")
+    assert seen == everyone
+    for bad in ({"limit": 0}, {"limit": 10_001}, {"offset": -1}):
+        assert client.get(url, params=bad, headers=key).status_code == 422

@@ -3,10 +3,13 @@ reader's ids is left in the home folder, while every other reader is untouched."
 
 from __future__ import annotations
 
+import os
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
@@ -225,3 +228,52 @@ def test_encrypted_lake_parts_are_rewritten_encrypted_without_the_reader(tmp_pat
         assert GONE not in users and KEPT in users
     finally:
         eng.close()
+
+
+def _finished_batch_job(client: TestClient, keys: H, lines: list[dict]) -> str:
+    r = client.post(
+        "/v1/batch-jobs", json={"kind": "recommendations", "lines": lines}, headers=keys["read"]
+    )
+    assert r.status_code == 202, r.text
+    job: str = r.json()["id"]
+    for _ in range(200):
+        state = client.get(f"/v1/batch-jobs/{job}", headers=keys["read"]).json()["state"]
+        if state in ("succeeded", "failed"):
+            assert state == "succeeded"
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"batch job {job} did not finish")
+
+
+def test_batch_outputs_lose_exactly_the_erased_reader_and_say_so(
+    client: TestClient, keys: H, engine: Engine
+) -> None:
+    readers = ["zz1", "zz10", "zz11", "bob"]
+    job = _finished_batch_job(client, keys, [{"user_id": u} for u in readers])
+    output = engine.settings.home / "batch" / f"{job}.jsonl"
+    before, inode = output.read_bytes(), output.stat().st_ino
+    # Ids that are only part of others' ids (or of nothing at all) take nothing away, and
+    # the file is not even rewritten.
+    for stranger in ("b", "zz", "bo"):
+        engine.eraser.submit(stranger)  # as DELETE /v1/users/{id} does
+        engine.eraser.run_online(engine.recommender)
+    assert output.read_bytes() == before and output.stat().st_ino == inode
+    view = client.get(f"/v1/batch-jobs/{job}", headers=keys["read"]).json()
+    assert view["state"] == "succeeded" and view["erased_lines"] == 0
+
+    erasure = _erase(client, keys, engine, "zz1")
+    previous = os.umask(0o022)  # the rewrite is 0600 of its own, whatever the umask
+    try:
+        engine.eraser.run_online(engine.recommender)
+    finally:
+        os.umask(previous)
+    answers = [orjson.loads(line) for line in output.read_bytes().splitlines()]
+    # One line per input line still: the erased reader's answer is a marker in its place.
+    assert answers[0] == {"line": 1, "erased": True}
+    assert [a["user_id"] for a in answers[1:]] == readers[1:]
+    assert answers[1:] == [orjson.loads(line) for line in before.splitlines()[1:]]
+    assert stat.S_IMODE(output.stat().st_mode) == 0o600
+    view = client.get(f"/v1/batch-jobs/{job}", headers=keys["read"]).json()
+    assert view["state"] == "succeeded" and view["erased_lines"] == 1
+    done = client.get(f"/v1/erasures/{erasure['id']}", headers=keys["admin"]).json()
+    assert done["counts"]["batch_lines"] == 1

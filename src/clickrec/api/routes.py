@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import TypeAdapter, ValidationError
 
@@ -27,8 +28,8 @@ from clickrec.api.schemas import (
     RecommendationList,
     RunState,
 )
-from clickrec.batch import JobRunner
-from clickrec.core.errors import Conflict, FieldError, InvalidInput, NotFound, StoreUnavailable
+from clickrec.batch import MAX_PAGE_LINES, PAGE_LINES, JobRunner, chunks, read_page
+from clickrec.core.errors import FieldError, InvalidInput, NotFound, StoreUnavailable
 from clickrec.core.types import Context, EventBatch, ItemBatch, UserBatch
 from clickrec.engine import Engine
 from clickrec.erasure import view as erasure_view
@@ -516,15 +517,29 @@ def _jobs(engine: Engine) -> JobRunner:
     return engine.jobs
 
 
+OutputOffset = Annotated[
+    int | None, Query(ge=0, lt=2**63, description="first line of the page (0 is the first)")
+]
+OutputLimit = Annotated[
+    int | None,
+    Query(ge=1, le=MAX_PAGE_LINES, description=f"lines per page (default {PAGE_LINES})"),
+]
+NDJSON = "application/x-ndjson"
+
+
 @router.post("/v1/batch-jobs", status_code=202, response_model=BatchJobView, tags=["batch"])
-def create_batch_job(body: BatchJobBody, engine: Eng, _: Read) -> dict[str, Any]:
+def create_batch_job(body: BatchJobBody, engine: Eng, key: Read) -> dict[str, Any]:
     """Recommendations for many readers (newsletters) or item affinity (segments), run in
-    the background; follow it with GET /v1/batch-jobs/{id}."""
-    return _jobs(engine).submit(body.kind, body.lines).view()
+    the background; follow it with GET /v1/batch-jobs/{id}. Within the key's quotas
+    (``[batch]`` settings): 422 past the lines per job, 409 past the jobs running at once
+    or the bytes of outputs kept; a job whose output passes its quota fails."""
+    return _jobs(engine).submit(body.kind, body.lines, key.key_id).view()
 
 
 @router.get("/v1/batch-jobs/{job_id}", response_model=BatchJobView, tags=["batch"])
 def get_batch_job(job_id: str, engine: Eng, _: Read) -> dict[str, Any]:
+    """A job's state; ``expired`` once its output was deleted (retention), and
+    ``erased_lines`` counts the output lines reader erasures changed since it finished."""
     job = _jobs(engine).get(job_id)
     if job is None:
         raise NotFound(f"unknown batch job: {job_id}")
@@ -532,14 +547,34 @@ def get_batch_job(job_id: str, engine: Eng, _: Read) -> dict[str, Any]:
 
 
 @router.get("/v1/batch-jobs/{job_id}/output", tags=["batch"])
-def get_batch_output(job_id: str, engine: Eng, _: Read) -> Response:
-    """The job's answers as JSON lines, one per input line, in order (409 until done)."""
-    job = _jobs(engine).get(job_id)
-    if job is None:
-        raise NotFound(f"unknown batch job: {job_id}")
-    if job.state != "succeeded" or job.path is None:
-        raise Conflict(f"batch job {job_id} is {job.state}")
-    return Response(job.path.read_bytes(), media_type="application/x-ndjson")
+def get_batch_output(
+    job_id: str,
+    engine: Eng,
+    _: Read,
+    offset: OutputOffset = None,
+    limit: OutputLimit = None,
+) -> Response:
+    """The job's answers as JSON lines (NDJSON), one per input line, in order; 409 until it
+    succeeded, 410 once its output was deleted (retention). Without ``offset`` and ``limit``
+    the whole output is streamed. With either, one page: ``limit`` lines from line
+    ``offset`` (fewer when they pass 8 MiB), and while lines remain an ``x-next-offset``
+    header with the ``offset`` of the next page. A reader erased meanwhile leaves
+    ``{"line": n, "erased": true}`` in place of their line, so offsets never shift."""
+    f = _jobs(engine).open_output(job_id)
+    if offset is None and limit is None:
+        return StreamingResponse(chunks(f), media_type=NDJSON)
+    with f:
+        page, following = read_page(f, offset or 0, limit or PAGE_LINES)
+    headers = {"x-next-offset": str(following)} if following is not None else None
+    return Response(page, media_type=NDJSON, headers=headers)
+
+
+@router.delete("/v1/batch-jobs/{job_id}", status_code=204, tags=["batch"])
+def delete_batch_job(job_id: str, engine: Eng, key: Read) -> Response:
+    """Delete a finished job's output and forget the job, freeing the key's quota; only
+    the key that made it (or an admin key) may."""
+    _jobs(engine).delete(job_id, None if key.scope == "admin" else key.key_id)
+    return Response(status_code=204)
 
 
 # -- dead letters ----------------------------------------------------------------------------

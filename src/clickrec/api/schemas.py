@@ -99,7 +99,8 @@ class Health(BaseModel):
 class BatchJobBody(BaseModel):
     """A batch job: ``recommendations`` (lines like ``{"user_id", "num_results", "filter"}``)
     or ``segments`` (lines like ``{"item_id", "num_results"}``); each line is checked when
-    the job runs and a bad one gets its error in the output."""
+    the job runs and a bad one gets its error in the output. At most 10,000 lines, fewer
+    when ``batch.max_lines_per_job`` says so."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -108,14 +109,20 @@ class BatchJobBody(BaseModel):
 
 
 class BatchJobView(BaseModel):
+    """A batch job: ``state`` is pending, running, succeeded, failed or expired (its output
+    deleted after the retention period, at ``expires_at``); ``erased_lines`` counts the
+    output lines that reader erasures changed since the job finished."""
+
     id: str
     kind: str
     state: str
     total: int
     done: int
     errors: int
+    erased_lines: int = 0
     created_at: float
     finished_at: float | None
+    expires_at: float | None = None
     error: str | None
 
 

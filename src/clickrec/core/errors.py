@@ -46,6 +46,10 @@ class Conflict(ClickrecError):
     """The request clashes with the current state."""
 
 
+class Gone(ClickrecError):
+    """A named thing existed but is kept no longer (a batch output past its retention)."""
+
+
 class NotEnoughData(ClickrecError):
     """Training cannot start: the data is below the readiness threshold."""
 
