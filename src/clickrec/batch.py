@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from clickrec.config import BatchSettings
 from clickrec.core.clock import Clock, SystemClock
-from clickrec.core.errors import ClickrecError, Conflict, Forbidden, Gone, InvalidInput, NotFound
+from clickrec.core.errors import ClickrecError, Conflict, Gone, InvalidInput, NotFound
 from clickrec.core.types import FilterName, FilterValues, Id, MetadataColumns
 from clickrec.serving.service import Extras, Recommender, Selection
 
@@ -351,18 +351,22 @@ class JobRunner:
         self.spawn(lambda: self._run(job, lines))
         return job
 
-    def get(self, job_id: str) -> Job | None:
-        self.sweep()
-        with self._lock:
-            return self.jobs.get(job_id)
-
-    def open_output(self, job_id: str) -> BinaryIO:
-        """A succeeded job's output, opened (a sweep or an erasure meanwhile cannot cut the
-        read short); NotFound, Conflict until it succeeded, Gone once it was deleted."""
+    def get(self, job_id: str, owner: str | None = None) -> Job | None:
+        """The job, if ``owner`` made it (None: any owner, for admin keys); another key's
+        job is as unknown as one that never was."""
         self.sweep()
         with self._lock:
             job = self.jobs.get(job_id)
-            if job is None:
+        return job if job is not None and owner in (None, job.owner) else None
+
+    def open_output(self, job_id: str, owner: str | None = None) -> BinaryIO:
+        """A succeeded job's output, opened (a sweep or an erasure meanwhile cannot cut the
+        read short); NotFound (also for another key's job), Conflict until it succeeded,
+        Gone once it was deleted."""
+        self.sweep()
+        with self._lock:
+            job = self.jobs.get(job_id)
+            if job is None or owner not in (None, job.owner):
                 raise NotFound(f"unknown batch job: {job_id}")
             if job.state == "succeeded" and job.path is not None:
                 try:
@@ -378,10 +382,8 @@ class JobRunner:
         """Forget a finished job and delete its output; ``owner`` None may delete any."""
         with self._lock:
             job = self.jobs.get(job_id)
-            if job is None:
+            if job is None or owner not in (None, job.owner):
                 raise NotFound(f"unknown batch job: {job_id}")
-            if owner is not None and job.owner != owner:
-                raise Forbidden(f"only the key that made batch job {job_id} may delete it")
             if job.state in ACTIVE:
                 raise Conflict(f"batch job {job_id} is {job.state}: delete it once it finished")
             del self.jobs[job_id]

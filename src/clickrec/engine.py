@@ -121,6 +121,8 @@ class Engine:
         while not self._stop.is_set():
             try:
                 self.eraser.run_online(rec)
+                if self.jobs is not None:
+                    self.jobs.sweep()  # expired batch outputs go even when no one asks
             except Exception:  # noqa: BLE001 - the catalog may be briefly unavailable
                 log.exception("erasure pass failed")
             self.eraser.wake.wait(1.0)

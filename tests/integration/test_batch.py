@@ -276,8 +276,12 @@ def test_a_key_whose_outputs_fill_its_quota_gets_no_new_job(serve: Serve) -> Non
     )
     assert r.status_code == 409 and "batch.max_retained_bytes_per_key" in r.text, r.text
     assert finished(client, other, submit(client, other)["id"])["state"] == "succeeded"
-    # Deleting a downloaded output frees the quota; only its own key (or admin) may.
-    assert client.delete(f"/v1/batch-jobs/{job['id']}", headers=other).status_code == 403
+    # Deleting a downloaded output frees the quota. Another key cannot even see the job:
+    # not its state, not its output, not to delete it.
+    for ask in (client.get, client.delete):
+        assert ask(f"/v1/batch-jobs/{job['id']}", headers=other).status_code == 404
+    assert client.get(f"/v1/batch-jobs/{job['id']}/output", headers=other).status_code == 404
+    assert client.get(f"/v1/batch-jobs/{job['id']}/output", headers=key).status_code == 200
     assert client.delete(f"/v1/batch-jobs/{job['id']}", headers=key).status_code == 204
     assert client.get(f"/v1/batch-jobs/{job['id']}", headers=key).status_code == 404
     assert not (engine.settings.home / "batch" / f"{job['id']}.jsonl").exists()

@@ -537,10 +537,11 @@ def create_batch_job(body: BatchJobBody, engine: Eng, key: Read) -> dict[str, An
 
 
 @router.get("/v1/batch-jobs/{job_id}", response_model=BatchJobView, tags=["batch"])
-def get_batch_job(job_id: str, engine: Eng, _: Read) -> dict[str, Any]:
-    """A job's state; ``expired`` once its output was deleted (retention), and
+def get_batch_job(job_id: str, engine: Eng, key: Read) -> dict[str, Any]:
+    """A job's state (a key sees the jobs it made; an admin key, all of them); ``expired``
+    once its output was deleted (retention), and
     ``erased_lines`` counts the output lines reader erasures changed since it finished."""
-    job = _jobs(engine).get(job_id)
+    job = _jobs(engine).get(job_id, _owner(key))
     if job is None:
         raise NotFound(f"unknown batch job: {job_id}")
     return job.view()
@@ -550,7 +551,7 @@ def get_batch_job(job_id: str, engine: Eng, _: Read) -> dict[str, Any]:
 def get_batch_output(
     job_id: str,
     engine: Eng,
-    _: Read,
+    key: Read,
     offset: OutputOffset = None,
     limit: OutputLimit = None,
 ) -> Response:
@@ -560,7 +561,7 @@ def get_batch_output(
     ``offset`` (fewer when they pass 8 MiB), and while lines remain an ``x-next-offset``
     header with the ``offset`` of the next page. A reader erased meanwhile leaves
     ``{"line": n, "erased": true}`` in place of their line, so offsets never shift."""
-    f = _jobs(engine).open_output(job_id)
+    f = _jobs(engine).open_output(job_id, _owner(key))
     if offset is None and limit is None:
         return StreamingResponse(chunks(f), media_type=NDJSON)
     with f:
@@ -571,10 +572,14 @@ def get_batch_output(
 
 @router.delete("/v1/batch-jobs/{job_id}", status_code=204, tags=["batch"])
 def delete_batch_job(job_id: str, engine: Eng, key: Read) -> Response:
-    """Delete a finished job's output and forget the job, freeing the key's quota; only
-    the key that made it (or an admin key) may."""
-    _jobs(engine).delete(job_id, None if key.scope == "admin" else key.key_id)
+    """Delete a finished job's output and forget the job, freeing the key's quota."""
+    _jobs(engine).delete(job_id, _owner(key))
     return Response(status_code=204)
+
+
+def _owner(key: Principal) -> str | None:
+    """Whose jobs a key may see: its own; an admin key, every one."""
+    return None if key.scope == "admin" else key.key_id
 
 
 # -- dead letters ----------------------------------------------------------------------------
