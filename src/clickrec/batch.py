@@ -359,6 +359,12 @@ class JobRunner:
             job = self.jobs.get(job_id)
         return job if job is not None and owner in (None, job.owner) else None
 
+    def running_since(self, t: float) -> bool:
+        """Whether a job made at or before ``t`` (Unix seconds) is still pending or running:
+        its output may yet name a reader erased after it started."""
+        with self._lock:
+            return any(j.state in ACTIVE and j.created_at <= t for j in self.jobs.values())
+
     def open_output(self, job_id: str, owner: str | None = None) -> BinaryIO:
         """A succeeded job's output, opened (a sweep or an erasure meanwhile cannot cut the
         read short); NotFound (also for another key's job), Conflict until it succeeded,

@@ -92,6 +92,8 @@ class Engine:
             if self.recommender
             else None
         )
+        if self.jobs is not None:
+            self.eraser.batch_running_since = self.jobs.running_since
         self.ingestor = Ingestor(
             self.log, self.clock, self.recommender.apply_appended if self.recommender else None
         )

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +62,9 @@ class Eraser:
         self.lake = lake
         self.clock = clock
         self.batch_folder = batch_folder
+        # Whether a batch job made at or before this time still runs (the server's jobs):
+        # an erasure waits for those, or their output could name the reader afterwards.
+        self.batch_running_since: Callable[[float], bool] = lambda t: False
         self.wake = threading.Event()
 
     def submit(self, user_id: str) -> dict[str, Any]:
@@ -73,6 +77,8 @@ class Eraser:
         """Phase 1 of every pending job; returns how many moved on to the lake phase."""
         moved = 0
         for job in self.catalog.list_erasures(["pending"]):
+            if self.batch_running_since(job["created_at"]):
+                continue  # retried on the next pass, once those batch jobs have finished
             try:
                 moved += self._online(job, rec)
             except Exception as exc:  # noqa: BLE001 - retried on the next pass

@@ -277,3 +277,28 @@ def test_batch_outputs_lose_exactly_the_erased_reader_and_say_so(
     assert view["state"] == "succeeded" and view["erased_lines"] == 1
     done = client.get(f"/v1/erasures/{erasure['id']}", headers=keys["admin"]).json()
     assert done["counts"]["batch_lines"] == 1
+
+
+def test_an_erasure_waits_for_a_batch_job_that_was_running_and_then_scrubs_it(
+    client: TestClient, keys: H, engine: Engine
+) -> None:
+    assert engine.jobs is not None
+    held: list = []
+    engine.jobs.spawn = held.append  # the job runs when the test says
+    r = client.post(
+        "/v1/batch-jobs",
+        json={"kind": "recommendations", "lines": [{"user_id": "zz1"}, {"user_id": "bob"}]},
+        headers=keys["read"],
+    )
+    assert r.status_code == 202, r.text
+    erasure = _erase(client, keys, engine, "zz1")
+    engine.eraser.run_online(engine.recommender)
+    state = client.get(f"/v1/erasures/{erasure['id']}", headers=keys["admin"]).json()["state"]
+    assert state == "pending"  # the job may still write zz1's answer: wait for it
+    held.pop()()  # the job runs to its end and writes zz1's line
+    engine.eraser.run_online(engine.recommender)
+    state = client.get(f"/v1/erasures/{erasure['id']}", headers=keys["admin"]).json()["state"]
+    assert state == "lake"
+    output = engine.settings.home / "batch" / f"{r.json()['id']}.jsonl"
+    answers = [orjson.loads(line) for line in output.read_bytes().splitlines()]
+    assert answers[0] == {"line": 1, "erased": True} and answers[1]["user_id"] == "bob"
