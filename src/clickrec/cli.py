@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import gc
 import getpass
 import json
 import logging
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 import uvicorn
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -62,7 +66,7 @@ def _settings(home: Path | None) -> Settings:
     try:
         return load_settings(home)
     except Exception as exc:  # noqa: BLE001 - a bad config is a clear message, not a trace
-        err.print(f"[red]bad configuration:[/red] {exc}")
+        err.print(f"[red]bad configuration:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from exc
 
 
@@ -147,12 +151,40 @@ def init(
         ),
     ] = False,
 ) -> None:
-    """Create the home folder, its config file and stores, and a first admin key (once)."""
+    """Create the home folder, its config file (with the store URLs in force now) and
+    stores, and a first admin key (once). A failed init removes what it made."""
+    settings = _settings(home)
+    _refuse_moved_stores(settings.home)
+    undo = _Undo.before(settings)
+    try:
+        _make_home(settings, self_signed)
+    except BaseException as exc:
+        undo.run()
+        if isinstance(exc, ClickrecError | ValueError | OSError):
+            err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+            raise typer.Exit(1) from exc
+        raise
+
+
+def _refuse_moved_stores(home: Path) -> None:
+    """An existing config file is never rewritten: init stops if the environment now names
+    other places for the data than the file does."""
+    from clickrec.config import config_disagreements
+
+    found = config_disagreements(home)
+    if found:
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        err.print(f"[red]error:[/red] {escape(found[0])}{more}", soft_wrap=True)
+        raise typer.Exit(1)
+
+
+def _make_home(settings: Settings, self_signed: bool) -> None:
+    """The home, its config file, optionally a development TLS pair, the stores and a first
+    admin key (printed once and saved to admin.key, mode 600)."""
     from clickrec.engine import make_private_home
 
-    settings = _settings(home)
     make_private_home(settings.home)
-    config = write_default_config(settings.home)
+    config = write_default_config(settings.home, settings)
     if self_signed:
         from clickrec.tls import self_signed as make_certificate
 
@@ -177,6 +209,72 @@ def init(
         out.print(f"also saved to {settings.home / 'admin.key'} (mode 600)")
     finally:
         engine.close()
+
+
+@dataclass(frozen=True)
+class _Undo:
+    """What init may create, noted before it starts, so a failed init can remove exactly
+    that: folders and files that did not exist, and new entries of a home that did."""
+
+    home: Path
+    home_entries: frozenset[str] | None
+    new_roots: tuple[Path, ...]
+
+    @classmethod
+    def before(cls, settings: Settings) -> _Undo:
+        home = settings.home
+        entries = frozenset(p.name for p in home.iterdir()) if home.is_dir() else None
+        roots = {_first_missing(p) for p in _places_init_writes(settings) if not _exists(p)}
+        return cls(home, entries, tuple(sorted(roots)))
+
+    def run(self) -> None:
+        if self.home_entries is not None and self.home.is_dir():
+            for path in self.home.iterdir():
+                if path.name not in self.home_entries:
+                    _remove(path)
+        for path in self.new_roots:
+            _remove(path)
+
+
+def _places_init_writes(settings: Settings) -> list[Path]:
+    """The home, and every local store, sqlite side file and key file (they may lie
+    outside the home when their settings give absolute paths)."""
+    from clickrec.backends.registry import data_key_file
+
+    places = [settings.home]
+    stores = settings.stores
+    for url in (stores.event_log, stores.catalog, stores.lake, stores.models):
+        with contextlib.suppress(ValueError):  # a remote store: nothing local to undo
+            path = settings.store_path(url)
+            places.append(path)
+            if url.startswith("sqlite:///"):
+                places += [path.with_name(path.name + s) for s in ("-wal", "-shm", "-journal")]
+    key_file = data_key_file(settings)
+    return places + ([key_file] if key_file is not None else [])
+
+
+def _exists(path: Path) -> bool:
+    """Whether anything is there, a dangling link included."""
+    return path.exists() or path.is_symlink()
+
+
+def _first_missing(path: Path) -> Path:
+    """The topmost folder above ``path`` (or ``path`` itself) that does not exist."""
+    top = path
+    for parent in path.absolute().parents:
+        if _exists(parent):
+            break
+        top = parent
+    return top.absolute()
+
+
+def _remove(path: Path) -> None:
+    """Delete a file, link or whole folder that init made."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):  # init's own error is the one to report
+            path.unlink(missing_ok=True)
 
 
 @app.command()
@@ -879,6 +977,25 @@ def status(home: HomeOpt = None, as_json: Annotated[bool, typer.Option("--json")
     out.print_json(data=info, default=str)
 
 
+def _utc_seconds(text: str, option: str) -> float:
+    """Unix seconds of an ISO date or date-time; one that names no zone is UTC."""
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise typer.BadParameter(
+            f"not an ISO date or date-time: {text!r}", param_hint=option
+        ) from exc
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return when.timestamp()
+
+
+def _iso(seconds: float) -> str:
+    """Unix seconds as an ISO date-time in UTC, e.g. 2026-01-15T12:00:00Z."""
+    when = dt.datetime.fromtimestamp(seconds, dt.UTC)
+    return when.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
 @demo_app.command("generate")
 def demo_generate(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder to write into.")],
@@ -887,15 +1004,28 @@ def demo_generate(
     posts_per_day: int = 40,
     seed: int = 0,
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet")] = "csv",
+    end: Annotated[
+        str | None,
+        typer.Option(
+            "--end",
+            help="When the blog ends, ISO date or date-time, UTC unless it names a zone "
+            "(2026-01-15, 2026-01-15T12:00:00Z); default now. The same seed and end give the "
+            "same files.",
+        ),
+    ] = None,
 ) -> None:
-    """Write a synthetic blog: posts every day, topical readers, fast-decaying interest."""
+    """Write a synthetic blog that ends now: posts every day, topical readers, fast-decaying
+    interest; the last day is today, up to now, so live events carry on from it."""
+    from clickrec.core.clock import SystemClock
     from clickrec.testing.synthetic import BlogSpec, generate_blog, write_blog
 
+    ends = _utc_seconds(end, "--end") if end is not None else math.floor(SystemClock().now())
     with err.status("generating…"):
         blog = generate_blog(
-            BlogSpec(users=users, days=days, posts_per_day=posts_per_day, seed=seed)
+            BlogSpec(users=users, days=days, posts_per_day=posts_per_day, seed=seed, end=ends)
         )
         paths = write_blog(blog, out_dir, fmt)
+    out.print(f"{days} days up to {_iso(ends)}")
     out.print(f"{blog.items.num_rows} posts → {paths['items']}")
     out.print(f"{blog.interactions.num_rows} interactions → {paths['interactions']}")
 

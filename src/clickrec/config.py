@@ -8,13 +8,25 @@ from __future__ import annotations
 
 import os
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from clickrec.core.errors import Conflict
+
 CONFIG_FILE = "clickrec.toml"
+DATA_LOCATIONS = (
+    ("stores", "event_log"),
+    ("stores", "catalog"),
+    ("stores", "lake"),
+    ("stores", "models"),
+    ("encryption", "key_file"),
+)
+"""Settings that decide where data (or the key to read it) lives: ``init`` records them."""
 
 
 class Section(BaseModel):
@@ -204,22 +216,112 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_settings(home: Path | None = None, environ: dict[str, str] | None = None) -> Settings:
-    """Settings from ``<home>/clickrec.toml`` (if present) and the environment."""
+    """Settings from ``<home>/clickrec.toml`` (if present) and the environment.
+
+    Refuses (Conflict) when the environment moves a store the file names elsewhere while
+    the file's store holds data: the data would then be split between two places.
+    """
     environ = dict(os.environ) if environ is None else environ
     home = home or Path(environ.get("CLICKREC_HOME", "var"))
-    data: dict[str, Any] = {}
-    path = home / CONFIG_FILE
-    if path.exists():
-        data = tomllib.loads(path.read_text())
-    data = _merge(data, _env_overrides(environ))
-    data["home"] = home
-    return Settings.model_validate(data)
+    in_file = _read_config(home)
+    overrides = _env_overrides(environ)
+    settings = Settings.model_validate({**_merge(in_file, overrides), "home": home})
+    for split in _disagreements(home, in_file, overrides):
+        if split.field[0] == "stores" and _holds_data(home, split.in_file):
+            raise Conflict(split.message)
+    return settings
 
 
-def write_default_config(home: Path) -> Path:
-    """Write a commented-free default config file unless one exists; return its path."""
+def config_disagreements(home: Path, environ: dict[str, str] | None = None) -> list[str]:
+    """One line per data location the config file names that the environment moves
+    elsewhere (what ``init`` refuses on a home that already has a config file)."""
+    environ = dict(os.environ) if environ is None else environ
+    in_file, overrides = _read_config(home), _env_overrides(environ)
+    return [split.message for split in _disagreements(home, in_file, overrides)]
+
+
+def write_default_config(home: Path, settings: Settings | None = None) -> Path:
+    """Write a default config file unless one exists, with the data locations of
+    ``settings`` (the environment's at init), so later runs without it find the same data.
+
+    Passwords in store URLs stay out of the file (give them by the environment or the
+    driver's own means, e.g. PGPASSWORD); return the file's path.
+    """
     path = home / CONFIG_FILE
     if not path.exists():
         doc = Settings().model_dump(mode="json", exclude={"home"}, exclude_none=True)
+        for section, name in DATA_LOCATIONS if settings is not None else ():
+            value = getattr(getattr(settings, section), name)
+            if value is not None:
+                doc[section][name] = _without_password(value)
         path.write_text(tomli_w.dumps(doc))
     return path
+
+
+@dataclass(frozen=True)
+class _Disagreement:
+    """A data location the config file names and the environment names otherwise."""
+
+    field: tuple[str, str]
+    in_file: str
+    in_env: str
+
+    @property
+    def message(self) -> str:
+        section, name = self.field
+        variable = f"CLICKREC_{section.upper()}__{name.upper()}"
+        return (
+            f"the config file says {section}.{name} = {_without_password(self.in_file)} but "
+            f"{variable} says {_without_password(self.in_env)}: the data lives in one place; "
+            f"change {CONFIG_FILE} or unset the variable"
+        )
+
+
+def _read_config(home: Path) -> dict[str, Any]:
+    path = home / CONFIG_FILE
+    return tomllib.loads(path.read_text()) if path.exists() else {}
+
+
+def _disagreements(
+    home: Path, in_file: dict[str, Any], overrides: dict[str, Any]
+) -> list[_Disagreement]:
+    """Data locations the file sets explicitly that the environment sets to another place."""
+    found = []
+    for section, name in DATA_LOCATIONS:
+        file_value = in_file.get(section, {}).get(name)
+        env_value = overrides.get(section, {}).get(name)
+        if not isinstance(file_value, str) or env_value is None:
+            continue
+        if _place(home, file_value) != _place(home, env_value):
+            found.append(_Disagreement((section, name), file_value, env_value))
+    return found
+
+
+def _place(home: Path, value: str) -> str:
+    """Where a store URL or path points, so that two spellings of one place compare equal."""
+    for prefix in ("sqlite:///", "file://"):
+        if value.startswith(prefix):
+            return os.path.abspath(home / value[len(prefix) :])
+    if "://" in value:
+        return _without_password(value)
+    return os.path.abspath(home / value)
+
+
+def _holds_data(home: Path, value: str) -> bool:
+    """Whether a local store (a file or a folder) exists there with something in it; a
+    remote one cannot be told without connecting to it, so it never counts."""
+    if "://" in value and not value.startswith(("sqlite:///", "file://")):
+        return False
+    path = Path(_place(home, value))
+    if path.is_dir():
+        return any(path.iterdir())
+    return path.is_file() and path.stat().st_size > 0
+
+
+def _without_password(url: str) -> str:
+    """The URL with any password left out (``postgresql://u:secret@h/db`` → ``…//u@h/db``)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user_info, _, host = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{user_info.partition(':')[0]}@{host}"))

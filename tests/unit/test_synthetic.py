@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import re
+import time
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
+from typer.testing import CliRunner
 
+from clickrec.cli import app
 from clickrec.testing.synthetic import (
     CATEGORY_NAMES,
+    FIXED_START,
     Blog,
     BlogSpec,
     blog_interactions_as_events,
@@ -221,3 +229,106 @@ def test_interactions_as_events_omit_null_values(blog: Blog) -> None:
             assert set(event) == keys
         else:
             assert set(event) == keys | {"event_value"} and event["event_value"] >= 10
+
+
+# -- the blog's end: now for the demo command, a fixed one for the library ---------------------
+
+END = FIXED_START + 14.5 * DAY  # 2026-01-15T12:00:00Z
+
+
+def _window(blog: Blog) -> tuple[float, float]:
+    """The first and the last moment anything happens in the blog."""
+    times = [blog.items["published_at"], blog.interactions["timestamp"]]
+    return min(pc.min(t).as_py() for t in times), max(pc.max(t).as_py() for t in times)
+
+
+def test_a_blog_with_an_end_lies_in_the_days_up_to_it_and_nothing_comes_after() -> None:
+    blog = generate_blog(BlogSpec(users=300, days=4, seed=3, end=END))
+    first, last = _window(blog)
+    assert FIXED_START + 11 * DAY <= first < FIXED_START + 12 * DAY  # the 12th to the 15th
+    assert END - 6 * 3600 < last <= END  # the last day, up to its end, holds reads
+    read = set(blog.interactions["item_id"].to_pylist())
+    assert read <= set(blog.items["item_id"].to_pylist())  # no read of a post not there
+
+
+def test_an_end_at_midnight_gives_the_fixed_window_up_to_that_moment() -> None:
+    fixed = generate_blog(BlogSpec(users=300, days=4, seed=3))
+    ended = generate_blog(BlogSpec(users=300, days=4, seed=3, end=FIXED_START + 4 * DAY))
+    in_window = pc.less_equal(fixed.interactions["timestamp"], FIXED_START + 4 * DAY)
+    assert ended.items.equals(fixed.items)
+    assert ended.interactions.equals(fixed.interactions.filter(in_window))
+
+
+def test_the_same_seed_and_end_give_the_same_blog_and_another_end_another() -> None:
+    spec = BlogSpec(users=200, days=3, seed=3, end=END)
+    first, again = generate_blog(spec), generate_blog(spec)
+    later = generate_blog(BlogSpec(users=200, days=3, seed=3, end=END + 3600.0))
+    assert first.items.equals(again.items) and first.interactions.equals(again.interactions)
+    assert not first.interactions.equals(later.interactions)
+
+
+def test_a_spec_takes_a_start_or_an_end_not_both() -> None:
+    with pytest.raises(ValueError, match="not both"):
+        BlogSpec(start=FIXED_START + DAY, end=END)
+    with pytest.raises(ValueError):
+        BlogSpec(end=float("inf"))
+
+
+def _demo(tmp_path: Path, *args: str) -> tuple[str, Blog]:
+    """Run `clickrec demo generate` into a new folder; its output and the blog it wrote."""
+    folder = tmp_path / f"demo{len(list(tmp_path.iterdir()))}"
+    result = CliRunner().invoke(
+        app, ["demo", "generate", "--out", str(folder), "--users", "200", "--days", "2", *args]
+    )
+    assert result.exit_code == 0, result.output
+    tables = [
+        pacsv.read_csv(folder / f"{name}.csv").select(columns)
+        for name, columns in (("items", ["published_at"]), ("interactions", ["timestamp"]))
+    ]
+    return result.output, Blog(items=tables[0], interactions=tables[1])
+
+
+def _printed_end(output: str) -> float:
+    """The end the command reports (`2 days up to 2026-01-15T12:00:00Z`)."""
+    text = re.search(r"up to (\S+)", output)
+    assert text is not None, output
+    return dt.datetime.fromisoformat(text.group(1)).timestamp()
+
+
+def test_the_demo_command_ends_now_by_default(tmp_path: Path) -> None:
+    before = time.time()
+    output, blog = _demo(tmp_path)
+    after = time.time()
+
+    end = _printed_end(output)
+    assert before - 1 <= end <= after  # whole seconds
+    first, last = _window(blog)
+    assert end - DAY < last <= end  # live events sent now carry straight on
+    assert first >= end - 2 * DAY
+
+
+def test_the_demo_command_ends_where_told_and_repeats_itself(tmp_path: Path) -> None:
+    output, blog = _demo(tmp_path, "--end", "2026-01-15T12:00:00Z")
+    assert _printed_end(output) == END
+    assert END - DAY < _window(blog)[1] <= END
+    _demo(tmp_path, "--end", "2026-01-15T13:00:00+01:00")  # the same moment, another zone
+    _demo(tmp_path, "--end", "2026-01-15T12:00:00Z", "--seed", "1")
+
+    def files(folder: str) -> list[bytes]:
+        return [(tmp_path / folder / f"{n}.csv").read_bytes() for n in ("items", "interactions")]
+
+    assert files("demo0") == files("demo1")
+    assert files("demo0") != files("demo2")
+
+
+def test_the_demo_command_takes_a_date_as_its_midnight_in_utc(tmp_path: Path) -> None:
+    output, blog = _demo(tmp_path, "--end", "2026-01-15")
+    assert _printed_end(output) == FIXED_START + 14 * DAY
+    assert _window(blog)[1] <= FIXED_START + 14 * DAY
+
+
+def test_the_demo_command_refuses_an_end_that_is_no_date(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["demo", "generate", "--out", str(tmp_path), "--end", "soon"])
+    assert result.exit_code == 2
+    assert "not an ISO date" in result.output
+    assert not list(tmp_path.iterdir())

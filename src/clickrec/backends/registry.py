@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import sqlalchemy as sa
+
 from clickrec.backends.base import EventLog, Lake
 from clickrec.backends.sql_catalog import SQLCatalog
 from clickrec.config import Settings
@@ -15,6 +17,7 @@ from clickrec.core.datakeys import (
     create_key_file,
     read_key_file,
 )
+from clickrec.core.errors import StoreUnavailable
 
 logger = logging.getLogger("clickrec.keys")
 DEFAULT_KEY_FILE = "data.key"
@@ -30,14 +33,35 @@ def open_event_log(settings: Settings) -> EventLog:
 
 
 def open_catalog(settings: Settings) -> SQLCatalog:
+    """The catalog; StoreUnavailable, in one line, when its driver is missing or the
+    database cannot be reached."""
     url = settings.stores.catalog
     if url.startswith("sqlite:///"):
         path = settings.store_path(url)
         path.parent.mkdir(parents=True, exist_ok=True)
-        return SQLCatalog(f"sqlite:///{path}")
+        return _connect_catalog(f"sqlite:///{path}")
     if url.startswith(("postgresql://", "postgresql+psycopg://")):
-        return SQLCatalog(url)
+        return _connect_catalog(url)
     raise ValueError(f"no catalog backend for {url!r} (supported: sqlite:///, postgresql://)")
+
+
+def _connect_catalog(url: str) -> SQLCatalog:
+    """Open a SQL catalog, its failures as one line that says what to fix (no password)."""
+    try:
+        return SQLCatalog(url)
+    except ModuleNotFoundError as exc:
+        raise StoreUnavailable(_missing_driver(exc.name or "")) from exc
+    except sa.exc.DBAPIError as exc:
+        where = sa.make_url(url).render_as_string(hide_password=True)
+        reason = next(iter(str(exc.orig).strip().splitlines()), "no reason given")
+        raise StoreUnavailable(f"cannot open the catalog at {where}: {reason}") from exc
+
+
+def _missing_driver(module: str) -> str:
+    """What to install for a catalog whose database driver is not there."""
+    if module.split(".")[0] == "psycopg":
+        return "the PostgreSQL catalog needs the psycopg driver: pip install 'clickrec[postgres]'"
+    return f"the catalog needs the Python module {module}, which is not installed"
 
 
 def data_key_file(settings: Settings) -> Path | None:

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 
 __all__ = [
     "CATEGORY_NAMES",
+    "FIXED_START",
     "Blog",
     "BlogSpec",
     "blog_interactions_as_events",
@@ -23,6 +24,7 @@ __all__ = [
 
 DAY = 86400.0
 HOUR = 3600.0
+FIXED_START = 1767225600.0  # 2026-01-01T00:00:00Z: where a blog without an end begins
 WINDOW_DAYS = 3.0  # posts older than this (or 6 half-lives, if longer) are never read
 STAY_PROBABILITY = 0.5  # chance that a read stays in the previous read's category
 VIEW_SHARE = 0.3  # share of interactions that are bare views, with no read time
@@ -87,7 +89,13 @@ class BlogSpec:
     reads_per_session: float = 3.0
     half_life_hours: float = 12.0
     seed: int = 0
-    start: float = 1767225600.0
+    start: float = FIXED_START
+    """UTC seconds at which the first day begins (a fixed date, so library callers always
+    get the same blog); ignored when ``end`` is given."""
+    end: float | None = None
+    """UTC seconds at which the blog ends (``clickrec demo generate`` gives now): its days
+    are the ``days`` calendar days (UTC) up to the one that holds ``end`` (or ends at it,
+    at midnight), and nothing is published or read after it."""
     # How much a section's appeal depends on the reader's device (the spread, in log
     # odds, of per-device section tastes); 0: no device, and no "device" column.
     device_effect: float = 0.0
@@ -105,6 +113,18 @@ class BlogSpec:
             raise ValueError("BlogSpec.half_life_hours must be positive")
         if self.device_effect < 0:
             raise ValueError("BlogSpec.device_effect must not be negative")
+        if self.end is not None and self.start != FIXED_START:
+            raise ValueError("give BlogSpec.start or BlogSpec.end, not both")
+        if self.end is not None and not math.isfinite(self.end):
+            raise ValueError("BlogSpec.end must be a finite time")
+
+    @property
+    def first_day(self) -> float:
+        """UTC seconds at which the first day begins: ``start``, or midnight ``days`` before
+        the end of ``end``'s day."""
+        if self.end is None:
+            return self.start
+        return (math.ceil(self.end / DAY) - self.days) * DAY
 
 
 @dataclass(frozen=True)
@@ -143,7 +163,7 @@ class _Catalogue:
     def __init__(self, posts: _Posts, categories: int, spec: BlogSpec) -> None:
         """Group the posts by primary category, in time order, and accumulate their log weights."""
         self.rate = math.log(2.0) / (spec.half_life_hours * HOUR)
-        self.origin = spec.start
+        self.origin = spec.first_day
         self.window = max(WINDOW_DAYS * DAY, 6.0 * spec.half_life_hours * HOUR)
         self.post_ids: list[np.ndarray] = []
         self.published: list[np.ndarray] = []
@@ -208,12 +228,16 @@ def generate_blog(spec: BlogSpec) -> Blog:
     catalogue = _Catalogue(posts, spec.categories, spec)
     device, bias = _draw_devices(spec, reads) if spec.device_effect > 0 else (None, None)
     chosen = _choose_posts(reads, log_taste, catalogue, rng, bias)
+    if spec.end is not None:
+        chosen[reads.timestamp > spec.end] = -1  # a session that would run on past the end
     interactions = _interactions_table(reads, chosen, items)
     if device is not None:
         kept = np.sort(np.flatnonzero(chosen >= 0))
         kept = kept[np.argsort(reads.timestamp[kept], kind="stable")]
         names = pa.array(np.array(DEVICES)[device[kept]])
         interactions = interactions.append_column("device", names)
+    if spec.end is not None:  # posts are in time order: those due after the end go
+        items = items.slice(0, int(np.searchsorted(posts.published_at, spec.end, side="right")))
     return Blog(items=items, interactions=interactions)
 
 
@@ -269,7 +293,7 @@ def _draw_posts(spec: BlogSpec, popularity: np.ndarray, rng: np.random.Generator
     n = spec.days * spec.posts_per_day
     day = np.repeat(np.arange(spec.days), spec.posts_per_day)
     hour = np.where(rng.random(n) < 0.85, rng.uniform(6.0, 22.0, n), rng.uniform(0.0, 24.0, n))
-    published_at = np.sort(np.floor(spec.start + day * DAY + hour * HOUR))
+    published_at = np.sort(np.floor(spec.first_day + day * DAY + hour * HOUR))
     primary = rng.choice(spec.categories, size=n, p=popularity)
     other = (primary + rng.integers(1, max(spec.categories, 2), n)) % spec.categories
     has_second = (rng.random(n) < SECONDARY_SHARE) & (spec.categories > 1)
@@ -401,10 +425,10 @@ def _draw_sessions(spec: BlogSpec, rng: np.random.Generator) -> tuple[np.ndarray
     sigma = ACTIVITY_SIGMA
     activity = spec.sessions_per_user_per_day * rng.lognormal(-(sigma**2) / 2, sigma, spec.users)
     user = np.repeat(np.arange(spec.users), rng.poisson(activity * spec.days))
-    weekday = (np.floor(spec.start / DAY) + np.arange(spec.days) + 3) % 7  # 0 is a Monday
+    weekday = (np.floor(spec.first_day / DAY) + np.arange(spec.days) + 3) % 7  # 0 is a Monday
     day_weight = np.where(weekday >= 5, 0.8, 1.0)
     day = rng.choice(spec.days, size=len(user), p=day_weight / day_weight.sum())
-    start = spec.start + day * DAY + _daily_rhythm(len(user), rng) * HOUR
+    start = spec.first_day + day * DAY + _daily_rhythm(len(user), rng) * HOUR
     order = np.argsort(start, kind="stable")
     return user[order], start[order]
 
