@@ -319,7 +319,7 @@ def _holds_data(home: Path, value: str) -> bool:
 
 
 def _without_password(url: str) -> str:
-    """The URL with any password left out (``postgresql://u:secret@h/db`` → ``…//u@h/db``)."""
+    """The URL without its password, if it has one (the user and host stay)."""
     parts = urlsplit(url)
     if parts.password is None:
         return url

