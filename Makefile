@@ -40,10 +40,12 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench tools
 	$(BIN)/mypy src
 
+# The demo lands in the home the engine uses: $CLICKREC_HOME, else ./var.
+DEMO = $${CLICKREC_HOME:-var}/demo
 demo: $(STAMP)
-	$(BIN)/clickrec demo generate --out var/demo --users 2000 --days 14
-	$(BIN)/clickrec import items var/demo/items.csv
-	$(BIN)/clickrec import interactions var/demo/interactions.csv
+	$(BIN)/clickrec demo generate --out $(DEMO) --users 2000 --days 14
+	$(BIN)/clickrec import items $(DEMO)/items.csv
+	$(BIN)/clickrec import interactions $(DEMO)/interactions.csv
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py

@@ -222,6 +222,23 @@ def test_train_publish_and_hot_swap(client: TestClient, keys: H, engine: Engine)
     assert 'clickrec_training_run_seconds{state="succeeded"}' in exposition
 
 
+def test_waiting_on_a_run_answers_once_this_server_serves_its_model(
+    client: TestClient, keys: H, engine: Engine
+) -> None:
+    _load_blog(client, keys)
+    run_id = client.post("/v1/training-runs", headers=keys["admin"]).json()["id"]
+    waited = client.get(f"/v1/training-runs/{run_id}?wait=0.3", headers=keys["admin"]).json()
+    assert waited["state"] == "pending"  # the wait ran out: the answer says where it is
+    engine.trainer.step()
+    assert engine.recommender is not None and engine.recommender.model_version is None
+    run = client.get(f"/v1/training-runs/{run_id}?wait=30", headers=keys["admin"]).json()
+    assert run["state"] == "succeeded" and run["published"], run
+    answer = client.get("/v1/recommendations?user_id=u000001", headers=keys["read"]).json()
+    assert answer["model_version"] == run["model_version"]  # no poll interval to wait for
+    too_long = client.get(f"/v1/training-runs/{run_id}?wait=301", headers=keys["admin"])
+    assert too_long.status_code == 422 and "wait" in too_long.text
+
+
 def test_not_enough_data_is_a_clear_failed_run(client: TestClient, keys: H, engine: Engine) -> None:
     post(client, keys, [event("a"), event("b")])
     run_id = client.post("/v1/training-runs", headers=keys["admin"]).json()["id"]
@@ -243,7 +260,10 @@ def test_a_click_changes_the_next_recommendation(
         "/v1/recommendations", params={**reader, "num_results": 10}, headers=keys["read"]
     ).json()["items"]
     clicked = before[3]["item_id"]
-    assert post(client, keys, [event(clicked, user="newcomer", session="fresh")]).status_code == 202
+    # A click a minute after the blog's last event: live traffic continuing the same data.
+    at = max(e["timestamp"] for e in events) + 60
+    click = event(clicked, user="newcomer", session="fresh", timestamp=at)
+    assert post(client, keys, [click]).status_code == 202
     after = client.get(
         "/v1/recommendations", params={**reader, "num_results": 10}, headers=keys["read"]
     ).json()["items"]
@@ -259,11 +279,14 @@ def test_a_click_changes_the_next_recommendation(
     assert len(events) > 1000
 
 
-def test_the_schema_needs_a_key(client: TestClient, keys: H) -> None:
-    assert client.get("/docs").status_code == 404
-    assert client.get("/openapi.json").status_code == 404
+def test_the_schema_is_public_and_its_routes_are_not(client: TestClient, keys: H) -> None:
+    assert "swagger-ui" in client.get("/docs").text
+    schema = client.get("/openapi.json").json()
     assert client.get("/v1/openapi.json").status_code == 401
-    schema = client.get("/v1/openapi.json", headers=keys["read"]).json()
+    assert client.get("/v1/openapi.json", headers=keys["read"]).json() == schema
+    assert client.get("/v1/recommendations").status_code == 401
+    assert schema["paths"]["/v1/recommendations"]["get"]["security"] == [{"bearer": []}]
+    assert "security" not in schema["paths"]["/healthz"]["get"]
     assert "/v1/recommendations" in schema["paths"]
     body = schema["paths"]["/v1/events"]["post"]["requestBody"]["content"]["application/json"]
     assert body["schema"] == {"$ref": "#/components/schemas/EventBatch"}

@@ -374,3 +374,66 @@ def test_an_old_catalog_gains_the_sigv4_column(tmp_path: Path) -> None:
         record = catalog.get_key("k1")
         catalog.close()
         assert record is not None and record["sigv4_secret"] is None
+
+
+def test_one_answer_per_reader_whichever_door_asks(server: Server, tmp_path: Path) -> None:
+    """The HTTP API, boto3, a batch job on the server and `clickrec batch recommend` (its own
+    process, its online state rebuilt from the log) give one list for the same reader,
+    filter and moment: the same scorer, the same notion of now."""
+    p = "one-"
+    events = server.client("personalize-events", server.ingest)
+    events.put_items(datasetArn=ITEMS_DATASET, items=_items(p))
+    for i in range(6):
+        for k in range(i + 1):
+            events.put_events(
+                trackingId="t",
+                sessionId=f"one-{i}-{k}",
+                eventList=[{"eventType": "read", "itemId": f"{p}{i}", "sentAt": NOW - 600 + i}],
+            )
+    events.put_events(
+        trackingId="t",
+        userId="one-reader",
+        sessionId="one-reader-s",
+        eventList=[{"eventType": "read", "itemId": f"{p}4", "sentAt": NOW - 10}],
+    )
+    read = {"Authorization": f"Bearer {server.read.key}"}
+    params = {"user_id": "one-reader", "num_results": 10, "filter": "sport-only"}
+    http = httpx.get(f"{server.url}/v1/recommendations", params=params, headers=read).json()
+    runtime = server.client("personalize-runtime", server.read)
+    aws = runtime.get_recommendations(
+        campaignArn=CAMPAIGN, userId="one-reader", numResults=10, filterArn=SPORT_ONLY
+    )
+    line = {"user_id": "one-reader", "num_results": 10, "filter": "sport-only"}
+    job = httpx.post(
+        f"{server.url}/v1/batch-jobs",
+        json={"kind": "recommendations", "lines": [line]},
+        headers=read,
+    ).json()
+    for _ in range(100):
+        view = httpx.get(f"{server.url}/v1/batch-jobs/{job['id']}", headers=read).json()
+        if view["state"] == "succeeded":
+            break
+        time.sleep(0.1)
+    output = httpx.get(f"{server.url}/v1/batch-jobs/{job['id']}/output", headers=read).text
+    on_server = json.loads(output.splitlines()[0])
+    (tmp_path / "in.jsonl").write_text(json.dumps(line) + "\n")
+    _cli(
+        server.home,
+        "batch",
+        "recommend",
+        "--input",
+        str(tmp_path / "in.jsonl"),
+        "--output",
+        str(tmp_path / "out.jsonl"),
+    )
+    offline = json.loads((tmp_path / "out.jsonl").read_text().splitlines()[0])
+
+    def listed(answer: list[dict[str, Any]], key: str) -> list[tuple[str, float]]:
+        return [(i[key], round(float(i["score"]), 4)) for i in answer]
+
+    expected = listed(http["items"], "item_id")
+    assert expected and all(item[-1] in "024" for item, _ in expected)  # sport posts only
+    assert f"{p}4" not in {item for item, _ in expected}  # read: never shown again
+    assert listed(aws["itemList"], "itemId") == expected
+    assert listed(on_server["items"], "item_id") == expected
+    assert listed(offline["items"], "item_id") == expected

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import TypeAdapter, ValidationError
@@ -487,12 +490,33 @@ def list_runs(engine: Eng, _: Admin) -> dict[str, Any]:
     return {"runs": [_run_view(r) for r in engine.catalog.list_runs()]}
 
 
+RUN_POLL_SECONDS = 0.25
+
+
 @router.get("/v1/training-runs/{run_id}", tags=["training"])
-def get_run(run_id: str, engine: Eng, _: Admin) -> dict[str, Any]:
-    run = engine.catalog.get_run(run_id)
-    if run is None:
-        raise NotFound(f"unknown training run: {run_id}")
-    return _run_view(run)
+async def get_run(
+    run_id: str,
+    engine: Eng,
+    _: Admin,
+    wait: Annotated[
+        float,
+        Query(ge=0, le=300, description="seconds to wait for the run to finish (long poll)"),
+    ] = 0.0,
+) -> dict[str, Any]:
+    """A training run. With ``wait``, the answer comes when the run has finished (or the
+    wait is over): a run that published a model is answered once this server serves it,
+    so the next recommendation already comes from it."""
+    deadline = time.monotonic() + wait
+    while True:
+        run = await run_in_threadpool(engine.catalog.get_run, run_id)
+        if run is None:
+            raise NotFound(f"unknown training run: {run_id}")
+        finished = run["state"] not in ("pending", "running")
+        if wait and finished and run["published"] and engine.recommender is not None:
+            await run_in_threadpool(engine.recommender.refresh_model)
+        if finished or time.monotonic() >= deadline:
+            return _run_view(run)
+        await asyncio.sleep(min(RUN_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
 
 
 @router.get("/v1/models", tags=["training"])

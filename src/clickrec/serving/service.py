@@ -133,6 +133,7 @@ class Recommender:
         self._local: set[int] = set()  # seqs appended here, not yet passed by the tail
         self._local_lock = threading.Lock()
         self._catalog_lock = threading.Lock()
+        self._model_lock = threading.Lock()  # one load at a time (poller or a waiting caller)
         self.filters = FilterBook(catalog)
         # Told (path, seconds) per batch applied: how long after its acknowledgement the
         # batch's oldest event reached the online state ("own" requests, the "tail").
@@ -294,14 +295,15 @@ class Recommender:
 
     def refresh_model(self) -> bool:
         """Load the live model version if it changed; True when a swap happened."""
-        live = self.catalog.live_model()
-        if live is None or live["version"] == self.model_version:
-            return False
-        artifact = Artifact.load(Path(live["path"]), self.data_keys)
-        scorer = Scorer(artifact, self.state, self.exploration, self.context_weight)
-        self.scorer, self.model_version = scorer, live["version"]
-        log.info("now serving model %s (%s)", live["version"], artifact.recipe)
-        del scorer, artifact
+        with self._model_lock:
+            live = self.catalog.live_model()
+            if live is None or live["version"] == self.model_version:
+                return False
+            artifact = Artifact.load(Path(live["path"]), self.data_keys)
+            scorer = Scorer(artifact, self.state, self.exploration, self.context_weight)
+            self.scorer, self.model_version = scorer, live["version"]
+            log.info("now serving model %s (%s)", live["version"], artifact.recipe)
+            del scorer, artifact
         memory.trim()  # the old model's arrays, freed now, go back to the OS
         return True
 
