@@ -20,11 +20,11 @@ import numpy as np
 from common import catalog_columns, log, report, row
 
 from clickrec.models.base import RecipeParams
+from clickrec.models.online import state_from
 from clickrec.models.recipes import fit
 from clickrec.models.scoring import Scorer
 from clickrec.testing.synthetic import BlogSpec, generate_blog
 from clickrec.training.dataset import to_interactions, training_table
-from clickrec.training.evaluate import state_from
 from clickrec.training.pipeline import candidates
 
 SERVING_TRENDING_HOURS = 6.0

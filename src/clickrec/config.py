@@ -89,8 +89,11 @@ class TrainingSettings(Section):
     min_users: int = Field(default=25, ge=1)
     min_events_per_user: int = Field(default=2, ge=1)
     holdout_fraction: float = Field(default=0.1, gt=0, lt=0.5)
+    """The newest share of events a run replays to choose its model (at most 200,000
+    events), doubled while too few readers touch something new after the cut."""
     gate_tolerance: float = Field(default=0.05, ge=0, le=1)
-    """A candidate is published unless its NDCG@10 is below (1 - tolerance) × the live one's."""
+    """A candidate is published unless its replay MRR@20 is below (1 - tolerance) × the
+    live model's in the same replay."""
     half_life_hours: float = Field(default=24.0, gt=0)
     neighbours: int = Field(default=100, ge=1, le=1000)
 

@@ -207,7 +207,7 @@ def test_train_publish_and_hot_swap(client: TestClient, keys: H, engine: Engine)
     engine.trainer.step()
     run = client.get(f"/v1/training-runs/{run_id}", headers=keys["admin"]).json()
     assert run["state"] == "succeeded", run
-    assert run["metrics"]["ndcg@10"] > 0
+    assert run["metrics"]["mrr@20"] > 0 and run["metrics"]["protocol"] == "replay"
     models = client.get("/v1/models", headers=keys["admin"]).json()
     assert models["live_version"] == run["model_version"]
     assert engine.recommender is not None
@@ -217,8 +217,8 @@ def test_train_publish_and_hot_swap(client: TestClient, keys: H, engine: Engine)
     assert body["recipe"] == models["models"][0]["recipe"]
     assert client.get("/v1/training-runs/nope", headers=keys["admin"]).status_code == 404
     exposition = client.get("/metrics", headers=keys["admin"]).text
-    ndcg = f'clickrec_model_offline_metric{{metric="ndcg@10"}} {run["metrics"]["ndcg@10"]}'
-    assert ndcg in exposition
+    mrr = f'clickrec_model_offline_metric{{metric="mrr@20"}} {run["metrics"]["mrr@20"]}'
+    assert mrr in exposition
     assert 'clickrec_training_run_seconds{state="succeeded"}' in exposition
 
 

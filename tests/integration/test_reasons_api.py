@@ -46,15 +46,21 @@ def trained(client: TestClient, keys: H, engine: Engine) -> TestClient:
     return client
 
 
-def test_every_item_says_why_it_is_there(trained: TestClient, keys: H) -> None:
+def test_every_item_says_why_it_is_there(trained: TestClient, keys: H, engine: Engine) -> None:
     read = keys["read"]
+    assert engine.recommender is not None
+    now = engine.recommender.state.newest_event_time + 60  # live traffic after the blog's end
     reader = {"user_id": "newcomer", "session_id": "fresh", "num_results": 10}
     cold = trained.get("/v1/recommendations", params=reader, headers=read).json()["items"]
     assert all(i["reason"].startswith(("trending", "exploration", "new")) for i in cold)
     clicked = cold[0]["item_id"]
     r = trained.post(
         "/v1/events",
-        json={"events": [{"user_id": "newcomer", "session_id": "fresh", "item_id": clicked}]},
+        json={
+            "events": [
+                {"user_id": "newcomer", "session_id": "fresh", "item_id": clicked, "timestamp": now}
+            ]
+        },
         headers=keys["ingest"],
     )
     assert r.status_code == 202

@@ -8,12 +8,11 @@ import pyarrow.compute as pc
 import pytest
 
 from clickrec.models.base import Artifact, Interactions, RecipeParams
-from clickrec.models.online import OnlineState
+from clickrec.models.online import OnlineState, state_from
 from clickrec.models.recipes import fit
 from clickrec.models.scoring import Exploration, Scorer, top_n
 from clickrec.testing.synthetic import BlogSpec, generate_blog
 from clickrec.training.dataset import to_interactions
-from clickrec.training.evaluate import state_from
 
 DAY = 86400.0
 NO_EXPLORATION = Exploration(weight=0.0)

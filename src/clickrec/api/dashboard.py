@@ -93,7 +93,7 @@ def _models(engine: Engine) -> list[dict[str, Any]]:
             "recipe": row["recipe"],
             "live": bool(row["live"]),
             "served": row["version"] == served,
-            "metrics": _numbers((row.get("metrics") or {}).get("holdout") or {}),
+            "metrics": _numbers(_figures(row.get("metrics") or {})),
         }
         for row in engine.catalog.list_models(MODELS)
     ]
@@ -125,3 +125,8 @@ def _trending(engine: Engine) -> list[dict[str, Any]]:
 
 def _title(value: Any) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def _figures(metrics: dict[str, Any]) -> dict[str, Any]:
+    """A model's offline figures: its replay's, or the holdout's of a model trained before."""
+    return dict(metrics.get("replay") or metrics.get("holdout") or {})

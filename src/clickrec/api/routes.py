@@ -189,7 +189,8 @@ def metrics(request: Request, engine: Eng, _: Admin) -> Response:
         live = engine.catalog.live_model()
         m.model_age.set(engine.clock.now() - live["created_at"] if live else 0.0)
         m.model_metric.clear()
-        for name, value in ((live or {}).get("metrics", {}).get("holdout") or {}).items():
+        figures = (live or {}).get("metrics", {})
+        for name, value in (figures.get("replay") or figures.get("holdout") or {}).items():
             if isinstance(value, int | float):
                 m.model_metric.labels(name).set(value)
         m.training_seconds.clear()

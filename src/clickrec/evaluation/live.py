@@ -16,10 +16,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from clickrec.models.base import Interactions, RecipeParams
-from clickrec.models.online import OnlineState
-from clickrec.models.recipes import fit
+from clickrec.models.online import OnlineState, state_from
+from clickrec.models.recipes import FitCache, fit, fit_cached
 from clickrec.models.scoring import Exploration, Scorer, top_n
-from clickrec.training.evaluate import state_from
 
 
 class LiveModel(Protocol):
@@ -91,8 +90,10 @@ class RecipeModel:
         context_weight: float = 0.0,
         published_at: np.ndarray | None = None,
         categories: Sequence[Sequence[str]] | None = None,
+        cache: FitCache | None = None,
     ) -> None:
         self.name = name
+        self.cache = cache  # shared by models fitted on the same data (``fit_cached``)
         self.recipe = recipe
         self.context_weight = context_weight  # > 0: fed contexts, asked with one
         # Publication time per item of the data (NaN: unknown), as the catalog tells
@@ -122,7 +123,10 @@ class RecipeModel:
         self, train: Interactions, contexts: Sequence[dict[str, str] | None] | None = None
     ) -> None:
         self._item_ids, self._reader_ids = train.item_ids, train.reader_ids
-        artifact = fit(self.recipe, train, self.params)
+        if self.cache is None:
+            artifact = fit(self.recipe, train, self.params)
+        else:
+            artifact = fit_cached(self.recipe, train, self.params, self.cache)
         state = state_from(
             train,
             self._item_facts(train.item_ids),

@@ -12,15 +12,17 @@ import heapq
 import math
 import threading
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import scipy.sparse as sp
 
+from clickrec.models.base import Interactions
+
 _REANCHOR_HALVINGS = 400.0  # re-anchor before 2**x overflows float64 (max ~2**1023)
 # Trending is also kept at these half-lives (hours), so a model can choose the decay that
 # fits its site (``RecipeParams.trending_half_life_hours``) from the same online state.
-TRACKED_HALF_LIVES = (1.0, 24.0)
+TRACKED_HALF_LIVES = (1.0, 3.0, 12.0, 24.0)
 
 
 class ReaderHistory:
@@ -540,3 +542,23 @@ def load_bulk(
                 heapq.heappush(state._session_times, (float(last[k]), str(r_uniq[k])))
         state.events_seen += len(ts)  # idle sessions end at the next observe, after logins merge
         state.keep_readers_bounded()
+
+
+def state_from(
+    data: Interactions,
+    item_facts: Mapping[str, tuple[float | None, list[str]]],
+    trending_half_life_hours: float,
+    history_length: int,
+    seen_length: int = 500,
+    contexts: Sequence[dict[str, str] | None] | None = None,
+) -> OnlineState:
+    """An online state fed with ``data`` (and each event's ``contexts``), its item index
+    equal to the data's index; ``item_facts``: (published_at, categories) per item id."""
+    state = OnlineState(trending_half_life_hours, history_length, seen_length)
+    for item_id in data.item_ids:
+        state.index_of(str(item_id))
+    for item_id, (published_at, categories) in item_facts.items():
+        state.set_item(item_id, published_at, categories)
+    readers, items = data.reader_ids[data.reader], data.item_ids[data.item]
+    load_bulk(state, readers, items, data.timestamp, contexts=contexts)
+    return state

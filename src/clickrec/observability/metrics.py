@@ -104,7 +104,7 @@ def create_metrics() -> Metrics:
         ),
         model_metric=Gauge(
             "clickrec_model_offline_metric",
-            "The live model's holdout metrics from its training run",
+            "The live model's offline metrics from its training run (its replay: hr@k, mrr@k)",
             ["metric"],
             registry=registry,
         ),

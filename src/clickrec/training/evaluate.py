@@ -2,38 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 
 from clickrec.evaluation.metrics import rank_metrics, top_popular
 from clickrec.evaluation.split import TemporalSplit
 from clickrec.models.base import Interactions, RecipeParams
-from clickrec.models.online import OnlineState, load_bulk
+from clickrec.models.online import state_from
 from clickrec.models.recipes import FitCache, fit, fit_cached
 from clickrec.models.scoring import Exploration, Scorer, top_n
 
 K = 20
-
-
-def state_from(
-    data: Interactions,
-    item_facts: Mapping[str, tuple[float | None, list[str]]],
-    trending_half_life_hours: float,
-    history_length: int,
-    seen_length: int = 500,
-    contexts: Sequence[dict[str, str] | None] | None = None,
-) -> OnlineState:
-    """An online state fed with ``data`` (and each event's ``contexts``), its item index
-    equal to the data's index; ``item_facts``: (published_at, categories) per item id."""
-    state = OnlineState(trending_half_life_hours, history_length, seen_length)
-    for item_id in data.item_ids:
-        state.index_of(str(item_id))
-    for item_id, (published_at, categories) in item_facts.items():
-        state.set_item(item_id, published_at, categories)
-    readers, items = data.reader_ids[data.reader], data.item_ids[data.item]
-    load_bulk(state, readers, items, data.timestamp, contexts=contexts)
-    return state
 
 
 def evaluate_recipe(

@@ -37,10 +37,11 @@ from clickrec.evaluation.replay import first_touches, run
 from clickrec.evaluation.split import temporal_split
 from clickrec.importing import InteractionColumns, read_table
 from clickrec.models.base import RecipeParams
+from clickrec.models.online import state_from
 from clickrec.models.recipes import fit
 from clickrec.models.scoring import Exploration, Scorer, top_n
 from clickrec.training.dataset import TRAINING_COLUMNS, to_interactions
-from clickrec.training.evaluate import evaluate_recipe, state_from
+from clickrec.training.evaluate import evaluate_recipe
 from clickrec.training.pipeline import Candidate, candidates
 
 FORMATS = ("csv", "movielens", "session")

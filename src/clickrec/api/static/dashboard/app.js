@@ -9,7 +9,8 @@ const SVG = "http://www.w3.org/2000/svg";
 const H = 200;  // the chart's height in pixels (app.css); its width is the card's
 const PAD = { left: 56, right: 14, top: 12, bottom: 26 };
 const MIN_SPAN = 20;  // seconds: a short history is drawn across the chart, not as a dot
-const MODEL_METRICS = ["ndcg@10", "precision@10", "recall@10", "mrr@20", "coverage@20"];
+// Replay figures (models trained since the replay), else a holdout's (older models).
+const MODEL_METRICS = ["mrr@20", "hr@20", "mrr@10", "hr@10", "ndcg@10", "precision@10", "coverage@20"];
 
 const $ = (id) => document.getElementById(id);
 
