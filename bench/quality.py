@@ -43,12 +43,13 @@ from clickrec.evaluation.baselines import (  # noqa: E402
     RandomItems,
 )
 from clickrec.evaluation.live import LiveModel, RecipeModel  # noqa: E402
+from clickrec.evaluation.split import holdout  # noqa: E402
 from clickrec.importing import InteractionColumns  # noqa: E402
 from clickrec.models.base import Interactions, RecipeParams  # noqa: E402
 from clickrec.testing.synthetic import BlogSpec, generate_blog  # noqa: E402
 from clickrec.training.dataset import to_interactions, training_table  # noqa: E402
 from clickrec.training.offline import ALL_TIME_HOURS, load_dataset  # noqa: E402
-from clickrec.training.pipeline import candidates, holdout  # noqa: E402
+from clickrec.training.pipeline import candidates  # noqa: E402
 
 ROOT = BENCH_DIR.parent
 DATA = ROOT.parent / "shared" / "data"
@@ -348,7 +349,7 @@ def next_click_task(ds: Dataset, budget: Budget) -> Task:
 
 
 def temporal_task(ds: Dataset, budget: Budget) -> Task:
-    """The training pipeline's holdout (``training.pipeline.holdout``): a time cut, or each
+    """The former training pipeline's holdout (``evaluation.split.holdout``): a time cut, or each
     recent reader's last event where fewer than 50 readers span the cut."""
     data = ds.data
     split, kind = holdout(data, HOLDOUT)

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse
 
+from clickrec.models.base import Interactions
+
 
 @dataclass(frozen=True)
 class TemporalSplit:
@@ -132,3 +134,22 @@ def _checked_arrays(
     if not np.isfinite(times).all():
         raise ValueError("timestamp must be finite")
     return readers, items, times
+
+
+MIN_TEST_READERS = 50
+
+
+def holdout(
+    data: Interactions, fraction: float, min_readers: int = MIN_TEST_READERS
+) -> tuple[TemporalSplit, str]:
+    """A time cut when at least ``min_readers`` readers span it; else each recent reader's
+    last event (data made of short anonymous sessions rarely spans a cut). Returns the
+    split and which it is ("temporal" or "last-event"); ValueError if neither works."""
+    args = (data.reader, data.item, data.timestamp, data.n_readers, data.n_items, fraction)
+    try:
+        split = temporal_split(*args)
+        if len(split.test_readers) >= min_readers:
+            return split, "temporal"
+    except ValueError:
+        pass
+    return last_event_split(*args), "last-event"
