@@ -658,11 +658,11 @@ def train(
         f"model {done['model_version']} ({metrics['chosen']}) "
         f"{'published' if done['published'] else 'kept the live model'}"
     )
-    table = Table("candidate", "ndcg@10", "precision@10", "mrr@20", "coverage@20")
-    for name, m in metrics["candidates"].items():
-        table.add_row(
-            name, *(f"{m[k]:.4f}" for k in ("ndcg@10", "precision@10", "mrr@20", "coverage@20"))
-        )
+    columns = ("mrr@20", "hr@20", "mrr@10", "hr@10")
+    table = Table("candidate (replay)", *columns)
+    ranked = sorted(metrics["candidates"].items(), key=lambda kv: -kv[1].get("mrr@20", 0.0))
+    for name, m in ranked:
+        table.add_row(name, *(f"{m.get(k, float('nan')):.4f}" for k in columns))
     out.print(table)
 
 
@@ -962,7 +962,7 @@ def status(home: HomeOpt = None, as_json: Annotated[bool, typer.Option("--json")
             else {
                 "version": live["version"],
                 "recipe": live["recipe"],
-                "ndcg@10": live["metrics"].get("ndcg@10"),
+                "mrr@20": live["metrics"].get("mrr@20"),
             },
             "runs": [
                 {k: r[k] for k in ("id", "state", "trigger", "step", "model_version", "error")}

@@ -80,6 +80,10 @@ class RecipeParams:
     # everybody reads now, bend trending toward their sections; 0 ignores categories.
     # Works for a post published a minute ago, which no co-read links to anything yet.
     category_weight: float = 0.0
+    # Weight of the fresh co-reads (read-next pairs learned from the live stream since the
+    # training, ``models.coreads``) beside the trained similarity; 0 ignores them. They
+    # reach posts published after the training, which the trained similarity cannot.
+    fresh_weight: float = 0.0
 
 
 @dataclass

@@ -18,6 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from clickrec.models.base import Interactions
+from clickrec.models.coreads import FreshCoreads
 
 _REANCHOR_HALVINGS = 400.0  # re-anchor before 2**x overflows float64 (max ~2**1023)
 # Trending is also kept at these half-lives (hours), so a model can choose the decay that
@@ -78,8 +79,11 @@ class OnlineState:
         max_context_values: int = 64,
         session_idle_minutes: float = 30.0,
         max_readers: int = 0,
+        coread_half_life_hours: float = 72.0,
     ) -> None:
         self.half_life_s = trending_half_life_hours * 3600.0
+        # Read-next pairs of the live stream, for models that use them between trainings.
+        self.coreads = FreshCoreads(coread_half_life_hours)
         # An anonymous session idle this long (event time) is over: its history is dropped,
         # so a site's stream of one-visit readers cannot grow memory without end. Known
         # users stay. 0 keeps every session.
@@ -229,18 +233,26 @@ class OnlineState:
                 else [0] * len(item_ids)
             )
             sessions = self._session_times if self.session_idle_s < math.inf else None
+            prevs: list[int] = []  # each reader's read before this one, for the co-reads
+            prev_times: list[float] = []
             for reader, i, t, k in zip(readers, idx.tolist(), ts.tolist(), codes, strict=True):
                 hist = histories.get(reader)
                 if hist is None:
                     hist = histories[reader] = ReaderHistory()
                     if sessions is not None and reader[0] == "s":
                         heapq.heappush(sessions, (t, reader))
+                    prevs.append(-1)
+                    prev_times.append(-math.inf)
+                else:
+                    prevs.append(hist.items[-1] if hist.items else -1)
+                    prev_times.append(hist.times[-1] if hist.times else -math.inf)
                 hist.items.append(i)  # ReaderHistory.add, inlined: the ingest hot path
                 hist.times.append(t)
                 hist.types.append(k)
                 if len(hist.items) > 2 * limit:
                     hist.trim(limit)
             self.events_seen += len(item_ids)
+            self.coreads.add_reads(np.array(prevs), np.array(prev_times), idx, ts)
             for anon, known in merges:  # after the batch, so its anonymous reads move too
                 if anon in histories:
                     self.merge_reader(anon, known)
@@ -521,6 +533,7 @@ def load_bulk(
         r_uniq, r_inv = np.unique(readers.astype(str), return_inverse=True)
         by_reader = np.lexsort((np.arange(len(ts)), r_inv))
         bounds = np.r_[0, np.flatnonzero(np.diff(r_inv[by_reader])) + 1, len(ts)]
+        _add_bulk_coreads(state, r_uniq, r_inv[by_reader], idx[by_reader], ts[by_reader], bounds)
         limit = state.seen_length
         for k, reader in enumerate(r_uniq.tolist()):
             rows = by_reader[max(bounds[k], bounds[k + 1] - limit) : bounds[k + 1]]
@@ -562,3 +575,24 @@ def state_from(
     readers, items = data.reader_ids[data.reader], data.item_ids[data.item]
     load_bulk(state, readers, items, data.timestamp, contexts=contexts)
     return state
+
+
+def _add_bulk_coreads(
+    state: OnlineState,
+    names: np.ndarray,
+    readers: np.ndarray,
+    items: np.ndarray,
+    times: np.ndarray,
+    bounds: np.ndarray,
+) -> None:
+    """The read-next pairs of events sorted by (reader, time) (``bounds``: where each
+    reader's run starts), each reader's first read paired with their history before."""
+    prev = np.r_[-1, items[:-1]].astype(np.int64)
+    prev_t = np.r_[-np.inf, times[:-1]]
+    starts = bounds[:-1]
+    prev[starts], prev_t[starts] = -1, -np.inf
+    for start in starts.tolist() if state.readers else ():  # a reader's read before the batch
+        hist = state.readers.get(str(names[readers[start]]))
+        if hist is not None and hist.items:
+            prev[start], prev_t[start] = hist.items[-1], hist.times[-1]
+    state.coreads.add_reads(prev, prev_t, items, times)

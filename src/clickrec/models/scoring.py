@@ -121,6 +121,21 @@ class Scorer:
         top = out.max()
         return out / top if top > 0 else out
 
+    def taste(self, history: np.ndarray, n: int) -> np.ndarray:
+        """``personal``, plus the fresh co-reads of the live stream at the model's
+        ``fresh_weight`` (newer reads weighing more, as in ``personal``); best item 1."""
+        trained = self.personal(history, n)
+        art = self.artifact
+        if art is None or art.params.fresh_weight <= 0 or len(history) == 0:
+            return trained
+        weights = np.exp2(-np.arange(len(history)) / art.params.history_half_life)
+        fresh = self.state.coreads.spread(history.astype(np.int64), weights, n)
+        top = fresh.max()
+        if top <= 0:
+            return trained
+        out = trained + art.params.fresh_weight * fresh / top
+        return out / out.max()
+
     def freshness(self, now: float, n: int | None = None) -> np.ndarray:
         """Exploration bonus for young posts with few reads, fading with age."""
         n = self.state.n_items if n is None else n
@@ -259,11 +274,11 @@ class Scorer:
                     trending = trending / max(float(trending.max()), 1e-12)
             if p.blend == "product":
                 # Taste reorders what is trending now; a reader with no history gets trending.
-                personal = trending * (p.personal_weight * self.personal(history, n))
+                personal = trending * (p.personal_weight * self.taste(history, n))
                 values = trending + personal + bonus
                 parts = (("personal", personal), ("trending", trending), ("bonus", bonus))
             else:
-                personal = p.personal_weight * self.personal(history, n)
+                personal = p.personal_weight * self.taste(history, n)
                 # Readers with short histories lean on trending; long ones on their own taste.
                 blend = p.trending_weight + (1.0 - p.trending_weight) * 3.0 / (3.0 + len(history))
                 values = personal + blend * trending + bonus

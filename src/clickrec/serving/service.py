@@ -314,6 +314,7 @@ class Recommender:
             try:
                 while self.catch_up() > 0:
                     pass
+                self.state.coreads.compact()  # off the request path
                 self.refresh_catalog()
                 since_model += interval
                 if since_model >= model_poll:

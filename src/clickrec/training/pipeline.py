@@ -88,6 +88,29 @@ def candidates(base: RecipeParams) -> list[Candidate]:
             "user-personalization",
             replace(base, blend="product", trending_half_life_hours=1.0, category_weight=1.0),
         ),
+        # The same blends, also fed the read-next pairs of the stream since the training
+        # (``models.coreads``): taste reaches the posts published after it.
+        Candidate(
+            "user-personalization/within-trending+fresh",
+            "user-personalization",
+            replace(base, blend="product", fresh_weight=1.0),
+        ),
+        Candidate(
+            "user-personalization/next-read+fresh",
+            "user-personalization",
+            replace(next_read, fresh_weight=1.0),
+        ),
+        Candidate(
+            "user-personalization/sections-within-trending+fresh",
+            "user-personalization",
+            replace(
+                base,
+                blend="product",
+                trending_half_life_hours=1.0,
+                category_weight=1.0,
+                fresh_weight=1.0,
+            ),
+        ),
         # ... over the serving half-life, with a reader's sections taken from a longer
         # stretch of their history (20 reads to half weight instead of 5).
         Candidate(
