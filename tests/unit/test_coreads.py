@@ -33,7 +33,7 @@ def test_a_read_after_another_links_them_forward_more_than_back() -> None:
     after_one = _pairs(co, [1])
     assert after_one[2] > 0 and after_one[1] == 0
     assert _pairs(co, [2])[1] == pytest.approx(0.5 * after_one[2])
-    co.compact()  # the same answer from the matrix as from the waiting buffer
+    co.compact(full=True)  # the same answer from the matrix as from the waiting buffer
     assert _pairs(co, [1])[2] == pytest.approx(after_one[2])
 
 
@@ -55,7 +55,7 @@ def test_old_pairs_fade_and_are_dropped() -> None:
     fresh = _pairs(co, [1])
     assert fresh[3] == pytest.approx(2 * fresh[2])  # one half-life newer: twice the weight
     co.add(np.array([5]), np.array([6]), np.array([T0 + 30 * HOUR]))  # 30 half-lives on
-    co.compact()
+    co.compact(full=True)
     assert _pairs(co, [1])[[2, 3]].sum() == 0 and co.pairs == 2  # only 5 ↔ 6 is left
 
 
@@ -65,7 +65,7 @@ def test_memory_is_bounded_by_the_strongest_pairs() -> None:
     prev, nxt = rng.integers(0, 500, 2000), rng.integers(0, 500, 2000)
     keep = prev != nxt
     co.add(prev[keep], nxt[keep], T0 + np.arange(keep.sum()))
-    co.compact()
+    co.compact(full=True)
     assert co.matrix.nnz <= 100
     newest = int(np.flatnonzero(keep)[-1])
     assert co.matrix[prev[newest], nxt[newest]] > 0  # the newest pair is among the strongest

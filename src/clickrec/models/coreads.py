@@ -21,6 +21,8 @@ import scipy.sparse as sp
 
 _REANCHOR_HALVINGS = 400.0
 _FORGET = 2.0**-10  # pairs this much weaker than a new one are dropped at compaction
+_NONE = np.zeros(0, dtype=np.int64)
+RECENT_PAIRS = 200_000  # the recent matrix is folded into the main one past this (or 1/8)
 
 
 class FreshCoreads:
@@ -41,15 +43,16 @@ class FreshCoreads:
         self.compact_at = compact_at
         self.anchor: float | None = None
         self.newest = -np.inf
-        self.matrix = sp.csr_matrix((0, 0))
+        self.matrix = sp.csr_matrix((0, 0))  # the main pairs, rewritten now and then
+        self.recent = sp.csr_matrix((0, 0))  # pairs since, folded in often (it is small)
         self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self._pending_n = 0
         self.lock = threading.Lock()
 
     @property
     def pairs(self) -> int:
-        """Pairs held: compacted and waiting."""
-        return int(self.matrix.nnz) + self._pending_n
+        """Pairs held: compacted (a pair in both matrices counts twice) and waiting."""
+        return int(self.matrix.nnz + self.recent.nnz) + self._pending_n
 
     def add(self, prev: np.ndarray, nxt: np.ndarray, times: np.ndarray) -> None:
         """Pairs (prev → next) read at ``times`` (event time, Unix seconds)."""
@@ -77,35 +80,40 @@ class FreshCoreads:
         keep = (prev >= 0) & (prev != items) & (times - prev_times <= self.max_gap_s)
         self.add(prev[keep], items[keep], times[keep])
 
-    def compact(self) -> None:
-        """Fold the waiting pairs into the matrix, drop what decayed, keep the strongest."""
+    def compact(self, full: bool = False) -> None:
+        """Fold the waiting pairs into the small recent matrix; once that holds an eighth
+        of the main one (or RECENT_PAIRS), or when ``full``, fold it in too, dropping what
+        decayed and, past ``max_pairs``, the weakest. Each fold costs the size of what it
+        merges, so the main matrix is rewritten only every so many new pairs."""
         with self.lock:
-            if not self._pending or self.anchor is None:
+            if (not self._pending and not full) or self.anchor is None:
                 return
-            prev = np.concatenate([p for p, _, _ in self._pending])
-            nxt = np.concatenate([n for _, n, _ in self._pending])
-            times = np.concatenate([t for _, _, t in self._pending])
+            waiting = self._pending or [(_NONE, _NONE, np.zeros(0))]
+            prev = np.concatenate([p for p, _, _ in waiting])
+            nxt = np.concatenate([n for _, n, _ in waiting])
+            times = np.concatenate([t for _, _, t in waiting])
             self._pending, self._pending_n = [], 0
             if (self.newest - self.anchor) / self.half_life_s > _REANCHOR_HALVINGS:
                 scale = np.exp2((self.anchor - self.newest) / self.half_life_s)
                 self.matrix = self.matrix * scale
+                self.recent = self.recent * scale
                 self.anchor = self.newest
             w = np.exp2((times - self.anchor) / self.half_life_s)
-            size = max(self.matrix.shape[0], int(max(prev.max(), nxt.max())) + 1)
+            highest = int(max(prev.max(), nxt.max())) if len(prev) else -1
+            size = max(self.matrix.shape[0], self.recent.shape[0], highest + 1)
             fresh = sp.csr_matrix(
                 (np.r_[w, self.backward * w], (np.r_[prev, nxt], np.r_[nxt, prev])),
                 shape=(size, size),
             )
-            held = self.matrix
-            if held.shape[0] < size:  # a copy: a reader may still hold the old matrix
-                held = held.copy()
-                held.resize((size, size))
-            merged = (held + fresh).tocsr()
+            self.recent = (_sized(self.recent, size) + fresh).tocsr()
+            if not full and self.recent.nnz < max(RECENT_PAIRS, self.matrix.nnz // 8):
+                return
+            merged = (_sized(self.matrix, size) + self.recent).tocsr()
+            self.recent = sp.csr_matrix((size, size))
             floor = _FORGET * np.exp2((self.newest - self.anchor) / self.half_life_s)
             if merged.nnz > self.max_pairs:
-                floor = max(
-                    floor, float(np.partition(merged.data, -self.max_pairs)[-self.max_pairs])
-                )
+                strongest = np.partition(merged.data, -self.max_pairs)[-self.max_pairs]
+                floor = max(floor, float(strongest))
             merged.data[merged.data < floor] = 0.0
             merged.eliminate_zeros()
             self.matrix = merged
@@ -117,16 +125,16 @@ class FreshCoreads:
         if len(items) == 0:
             return out
         with self.lock:
-            matrix, pending = self.matrix, list(self._pending)
+            matrices, pending = (self.matrix, self.recent), list(self._pending)
             anchor = self.anchor
         if anchor is None:
             return out
-        held = items < matrix.shape[0]
-        if held.any() and matrix.nnz:
-            rows = matrix[items[held]]
-            summed = np.asarray(rows.T @ weights[held]).ravel()
-            m = min(n, len(summed))
-            out[:m] += summed[:m]
+        for matrix in matrices:
+            held = items < matrix.shape[0]
+            if held.any() and matrix.nnz:
+                summed = np.asarray(matrix[items[held]].T @ weights[held]).ravel()
+                m = min(n, len(summed))
+                out[:m] += summed[:m]
         if pending:
             by_item = np.zeros(max(n, int(items.max()) + 1))
             np.maximum.at(by_item, items, weights)
@@ -137,3 +145,12 @@ class FreshCoreads:
                     gain = by_item[src[inside]] * w[inside] * share
                     out += np.bincount(dst[inside], gain, minlength=n)[:n]
         return out
+
+
+def _sized(matrix: sp.csr_matrix, size: int) -> sp.csr_matrix:
+    """``matrix`` grown to ``size`` × ``size`` (a copy when it grows: a reader may hold it)."""
+    if matrix.shape[0] >= size:
+        return matrix
+    grown = matrix.copy()
+    grown.resize((size, size))
+    return grown
