@@ -125,6 +125,11 @@ class FreshCoreads:
         if len(items) == 0:
             return out
         with self.lock:
+            if len(self._pending) > 1:  # one chunk to read, however many batches made it
+                prev, nxt, times = (
+                    np.concatenate(part) for part in zip(*self._pending, strict=True)
+                )
+                self._pending = [(prev, nxt, times)]
             matrices, pending = (self.matrix, self.recent), list(self._pending)
             anchor = self.anchor
         if anchor is None:
