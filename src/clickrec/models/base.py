@@ -84,6 +84,10 @@ class RecipeParams:
     # training, ``models.coreads``) beside the trained similarity; 0 ignores them. They
     # reach posts published after the training, which the trained similarity cannot.
     fresh_weight: float = 0.0
+    # Weight of content similarity (posts that share words: title, text, sections, tags;
+    # ``models.content``) beside the trained one; 0 ignores it. A post nobody has read yet
+    # reaches the readers of posts like it.
+    content_weight: float = 0.0
 
 
 @dataclass

@@ -18,6 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from clickrec.models.base import Interactions
+from clickrec.models.content import ContentIndex
 from clickrec.models.coreads import FreshCoreads
 
 _REANCHOR_HALVINGS = 400.0  # re-anchor before 2**x overflows float64 (max ~2**1023)
@@ -84,6 +85,8 @@ class OnlineState:
         self.half_life_s = trending_half_life_hours * 3600.0
         # Read-next pairs of the live stream, for models that use them between trainings.
         self.coreads = FreshCoreads(coread_half_life_hours)
+        # Posts that share words, for models that use them (``models.content``).
+        self.content = ContentIndex()
         # An anonymous session idle this long (event time) is over: its history is dropped,
         # so a site's stream of one-visit readers cannot grow memory without end. Known
         # users stay. 0 keeps every session.

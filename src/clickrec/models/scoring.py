@@ -8,6 +8,7 @@ moment ago changes the next answer without retraining. Items the model never saw
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import scipy.sparse as sp
@@ -46,6 +47,12 @@ class Scores:
     # kept so an item's reason can name the one that put it there.
     parts: tuple[tuple[str, np.ndarray], ...] = ()
     history: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+
+class Spreads(Protocol):
+    """Item-item links read for a history (fresh co-reads, content similarity)."""
+
+    def spread(self, items: np.ndarray, weights: np.ndarray, n: int) -> np.ndarray: ...
 
 
 class Scorer:
@@ -122,19 +129,30 @@ class Scorer:
         return out / top if top > 0 else out
 
     def taste(self, history: np.ndarray, n: int) -> np.ndarray:
-        """``personal``, plus the fresh co-reads of the live stream at the model's
-        ``fresh_weight`` (newer reads weighing more, as in ``personal``); best item 1."""
-        trained = self.personal(history, n)
+        """``personal``, plus the fresh co-reads of the live stream and the content
+        similarity at the model's ``fresh_weight`` and ``content_weight`` (newer reads
+        weighing more, as in ``personal``); best item 1."""
+        out = self.personal(history, n)
         art = self.artifact
-        if art is None or art.params.fresh_weight <= 0 or len(history) == 0:
-            return trained
-        weights = np.exp2(-np.arange(len(history)) / art.params.history_half_life)
-        fresh = self.state.coreads.spread(history.astype(np.int64), weights, n)
-        top = fresh.max()
-        if top <= 0:
-            return trained
-        out = trained + art.params.fresh_weight * fresh / top
-        return out / out.max()
+        if art is None or len(history) == 0:
+            return out
+        p = art.params
+        terms: list[tuple[float, Spreads]] = [
+            (p.fresh_weight, self.state.coreads),
+            (p.content_weight, self.state.content),
+        ]
+        if all(weight <= 0 for weight, _ in terms):
+            return out
+        weights = np.exp2(-np.arange(len(history)) / p.history_half_life)
+        items = history.astype(np.int64)
+        for weight, source in terms:
+            if weight > 0:
+                spread = source.spread(items, weights, n)
+                top = spread.max()
+                if top > 0:
+                    out = out + weight * spread / top
+        top = out.max()
+        return out / top if top > 0 else out
 
     def freshness(self, now: float, n: int | None = None) -> np.ndarray:
         """Exploration bonus for young posts with few reads, fading with age."""

@@ -32,6 +32,7 @@ from clickrec.core.errors import InvalidInput, NotFound
 from clickrec.core.schema import reader_column, reader_key
 from clickrec.filters import Context, History
 from clickrec.models.base import Artifact
+from clickrec.models.content import item_text
 from clickrec.models.online import OnlineState, load_bulk
 from clickrec.models.scoring import NEWEST_TIEBREAK, Exploration, Scorer, top_n
 from clickrec.observability import tracing
@@ -275,6 +276,16 @@ class Recommender:
 
     def _refresh_catalog(self) -> int:
         changed = self.catalog.items_changed_since(self._catalog_seq)
+        self._refresh_items(changed)
+        # Words last: a rebuild of the content neighbours may take a moment, and answers
+        # go on with the old ones meanwhile (never under the state's lock).
+        self.state.content.set_texts(
+            [self.state.item_index[i["item_id"]] for i in changed],
+            ["" if i["deleted"] else item_text(i) for i in changed],
+        )
+        return len(changed)
+
+    def _refresh_items(self, changed: list[dict[str, Any]]) -> None:
         # Under one hold of the lock: the caches that follow the catalog (trending, the
         # section matrix) see one change, not one per item.
         with self.state.lock:
@@ -291,7 +302,6 @@ class Recommender:
                     self._item_fields.extend([None] * (idx + 1 - len(self._item_fields)))
                 self._item_fields[idx] = item_fields(item)
                 self._catalog_seq = max(self._catalog_seq, int(item["change_seq"]))
-        return len(changed)
 
     def refresh_model(self) -> bool:
         """Load the live model version if it changed; True when a swap happened."""
@@ -315,6 +325,7 @@ class Recommender:
                 while self.catch_up() > 0:
                     pass
                 self.state.coreads.compact()  # off the request path
+                self.state.content.maintain()
                 self.refresh_catalog()
                 since_model += interval
                 if since_model >= model_poll:

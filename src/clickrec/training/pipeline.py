@@ -22,6 +22,7 @@ from clickrec.core.datakeys import DataKeys
 from clickrec.core.errors import NotEnoughData
 from clickrec.lake.reader import load_events
 from clickrec.models.base import Artifact, RecipeParams
+from clickrec.models.content import item_text
 from clickrec.models.online import TRACKED_HALF_LIVES
 from clickrec.models.recipes import FitCache, fit
 from clickrec.models.scoring import Exploration
@@ -111,6 +112,13 @@ def candidates(base: RecipeParams) -> list[Candidate]:
                 fresh_weight=1.0,
             ),
         ),
+        # ... and posts that share words with what the reader read (a catalog with titles,
+        # text, tags): a post nobody has read yet reaches its likely readers.
+        Candidate(
+            "user-personalization/within-trending+fresh+content",
+            "user-personalization",
+            replace(base, blend="product", fresh_weight=1.0, content_weight=1.0),
+        ),
         # ... over the serving half-life, with a reader's sections taken from a longer
         # stretch of their history (20 reads to half weight instead of 5).
         Candidate(
@@ -147,11 +155,15 @@ class Pipeline:
         self.models_root = models_root
         self.clock = clock
 
-    def item_facts(self) -> dict[str, tuple[float | None, list[str]]]:
-        rows = self.catalog.items_changed_since(0, limit=10_000_000)
-        return {
-            r["item_id"]: (r["published_at"], r["categories"]) for r in rows if not r["deleted"]
-        }
+    def item_facts(self) -> tuple[dict[str, tuple[float | None, list[str]]], dict[str, str]]:
+        """What serving knows of each live catalog item: (published_at, categories), and
+        its words (for content similarity)."""
+        rows = [
+            r for r in self.catalog.items_changed_since(0, limit=10_000_000) if not r["deleted"]
+        ]
+        facts = {r["item_id"]: (r["published_at"], r["categories"]) for r in rows}
+        texts = {r["item_id"]: text for r in rows if (text := item_text(r))}
+        return facts, texts
 
     def run(self, run_id: str, progress: Progress = lambda step: None) -> RunResult:
         """Run every step; raises NotEnoughData before doing any heavy work."""
@@ -163,7 +175,7 @@ class Pipeline:
         data = to_interactions(table)
         progress("readiness")
         readiness(data, cfg.min_events_per_user).check(cfg.min_interactions, cfg.min_users)
-        facts = self.item_facts()
+        facts, texts = self.item_facts()
         exploration = Exploration(serve.exploration_weight, serve.exploration_item_age_cutoff_days)
         base = RecipeParams(half_life_hours=cfg.half_life_hours, neighbours=cfg.neighbours)
         replay = replay_window(data, cfg.holdout_fraction)
@@ -173,6 +185,7 @@ class Pipeline:
             serve.trending_half_life_hours,
             serve.history_length,
             serve.seen_length,
+            texts,
         )
         fitted: FitCache = {}  # candidates that differ only in scoring share one fit
         pool = candidates(base)

@@ -8,7 +8,7 @@ what matters on a news site: how fresh trending is, and what reaches a post no m
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -100,6 +100,7 @@ class ServingSetup:
     trending_half_life_hours: float
     history_length: int
     seen_length: int
+    item_texts: Mapping[str, str] = field(default_factory=dict)  # words per item id
 
 
 Progress = Callable[[str], None]
@@ -133,6 +134,8 @@ def replay_scores(
     state = state_from(
         train, facts, setup.trending_half_life_hours, setup.history_length, setup.seen_length
     )
+    texts = [(state.item_index[i], t) for i, t in setup.item_texts.items() if i in state.item_index]
+    state.content.set_texts([k for k, _ in texts], [t for _, t in texts])
     scorers = [Scorer(artifact, state, setup.exploration) for artifact in artifacts]
     progress("replay")
     k = 20
