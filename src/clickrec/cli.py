@@ -830,7 +830,8 @@ TEMPORAL_COLUMNS = (
 )
 SESSION_COLUMNS = ("mrr@20", "hr@20")
 REPLAY_COLUMNS = ("hr@5", "hr@10", "hr@20", "mrr@10", "mrr@20")
-PROTOCOLS = ("temporal", "session", "replay")
+LEAVE_LAST_OUT_COLUMNS = ("hr@10", "ndcg@10", "hr@20", "mrr@20")
+PROTOCOLS = ("temporal", "session", "replay", "leave-last-out")
 
 
 @app.command()
@@ -844,12 +845,17 @@ def evaluate(
     ] = None,
     protocol: Annotated[
         str | None,
-        typer.Option(help="temporal, session or replay (default: session for --format session)."),
+        typer.Option(
+            help="temporal, session, replay or leave-last-out "
+            "(default: session for --format session)."
+        ),
     ] = None,
     holdout: Annotated[
         float, typer.Option(help="Share held out: of time (temporal, replay) or of sessions.")
     ] = 0.1,
-    max_readers: Annotated[int, typer.Option(help="Test readers sampled (temporal).")] = 2000,
+    max_readers: Annotated[
+        int, typer.Option(help="Test readers sampled (temporal, leave-last-out).")
+    ] = 2000,
     max_sessions: Annotated[int, typer.Option(help="Test sessions sampled (session).")] = 5000,
     max_events: Annotated[
         int, typer.Option(help="First touches after the cut sampled (replay).")
@@ -867,7 +873,13 @@ def evaluate(
     """Score the recipes on an interaction file offline, through the serving scorer."""
     from clickrec.core.errors import InvalidInput
     from clickrec.importing import InteractionColumns
-    from clickrec.training.offline import load_dataset, replay, session_next_click, temporal
+    from clickrec.training.offline import (
+        leave_last_out,
+        load_dataset,
+        replay,
+        session_next_click,
+        temporal,
+    )
 
     cols = InteractionColumns(
         user_col, session_col, item_col, type_col, time_col, value_col, id_col, default_type
@@ -893,6 +905,8 @@ def evaluate(
                 results = replay(
                     table, holdout_fraction=holdout, max_events=max_events, progress=step
                 )
+            elif chosen == "leave-last-out":
+                results = leave_last_out(table, max_readers=max_readers, progress=step)
             else:
                 results = session_next_click(
                     table,
@@ -905,7 +919,11 @@ def evaluate(
         raise _fail(exc) from exc
     first = next(iter(results.values()))
     counts: dict[str, int] = {k: int(first[k]) for k in ("users", "items", "events") if k in first}
-    shown = {"temporal": TEMPORAL_COLUMNS, "replay": REPLAY_COLUMNS}.get(chosen, SESSION_COLUMNS)
+    shown = {
+        "temporal": TEMPORAL_COLUMNS,
+        "replay": REPLAY_COLUMNS,
+        "leave-last-out": LEAVE_LAST_OUT_COLUMNS,
+    }.get(chosen, SESSION_COLUMNS)
     table_out = Table(title=f"{file.name} ({chosen})")
     table_out.add_column("candidate", no_wrap=True)
     for name in shown:
@@ -923,6 +941,13 @@ def evaluate(
             f"({first['cold_share']:.1%} by readers with nothing before them); "
             f"{int(first['observed'])} events replayed to every model"
         )
+    elif chosen == "leave-last-out":
+        extra = (
+            f"{int(first['readers'])} readers asked, each one's last interaction held out; "
+            "the full catalog ranked, the reader's items excluded, ties counted against it"
+        )
+        if first["repeats"]:
+            extra += f"; {int(first['repeats'])} readers left out (their last item was a re-read)"
     else:
         extra = (
             f"{int(first['predictions'])} predictions in {int(first['test_sessions'])} test "
