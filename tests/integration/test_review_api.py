@@ -1,4 +1,4 @@
-"""Review findings on the HTTP API and the stores behind it (each one is a known bug)."""
+"""Regression tests for review findings on the HTTP API and the stores behind it (all fixed)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Review findings on bulk import (each one is a known bug)."""
+"""Regression tests for review findings on bulk import (all fixed)."""
 
 from __future__ import annotations
 

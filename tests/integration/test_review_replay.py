@@ -1,4 +1,4 @@
-"""Review findings on the serving start-up replay (each one is a known bug)."""
+"""Regression tests for review findings on the serving start-up replay (all fixed)."""
 
 from __future__ import annotations
 

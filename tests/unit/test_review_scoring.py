@@ -1,4 +1,4 @@
-"""Review findings on scoring (each one is a known bug)."""
+"""Regression tests for review findings on scoring (all fixed)."""
 
 from __future__ import annotations
 
