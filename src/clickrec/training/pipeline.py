@@ -48,9 +48,11 @@ TRENDING_HALF_LIVES = TRACKED_HALF_LIVES  # besides the serving setting's own
 
 
 def candidates(base: RecipeParams) -> list[Candidate]:
-    """The recipes and settings each run compares in its replay: trending at each tracked
-    half-life and six blends, one per kind of site we know, so the run is cheap and the
-    choice is the site's own evidence."""
+    """The recipes and settings each run compares in its replay: trending at the serving
+    half-life and at each tracked one, and blends of taste and trending, one per kind of
+    site we know, some also fed what the stream (fresh co-reads) and the catalog (content)
+    say between trainings; a short list, so the run is cheap and the choice is the site's
+    own evidence."""
     # What a reader reads next: co-reads and, above all, what sessions read right after
     # the item just read (the newest read counts most); taste outweighs trending.
     next_read = replace(base, sequence_weight=1.0, personal_weight=3.0, history_half_life=1.0)
