@@ -1,16 +1,17 @@
 """Recommendation quality: clickrec's recipes against baselines, on the same splits.
 
 Data sets: MovieLens latest-small (temporal holdout + replay), YOOCHOOSE 100k (session
-next click + replay, sessions as readers) and the synthetic blog at three sizes (temporal
-+ replay). Every model, clickrec's included, is tuned on a validation cut carved from the
-training part only (the same protocol, one step earlier), with the same budget: the
-configurations listed in ``specs()``, at most six each. The best configuration is then
+next click + replay, sessions as readers), the synthetic blog at three sizes (temporal
++ replay) and the synthetic news site (``BlogSpec.news``, temporal + replay), with its
+catalog and without. Every model, clickrec's included, is tuned on a validation cut carved
+from the training part only (the same protocol, one step earlier), with the same budget:
+the configurations listed in ``specs()``, at most six each. The best configuration is then
 refitted on the whole training part and scored once on the test part.
 
 Writes docs/quality.md and docs/quality.png (bench/out with --small), and the raw figures
 to bench/out/quality.json.
 
-    .venv/bin/python bench/quality.py [--small] [--datasets ml,yoochoose,blog-s,blog-m,blog-l]
+    .venv/bin/python bench/quality.py [--small] [--datasets ml,yoochoose,blog-s,news,...]
     .venv/bin/python bench/quality.py --render bench/out/quality.json  # report only
 """
 
@@ -62,7 +63,11 @@ SHOWN = {
 }
 BLOG_USERS = {"blog-s": 500, "blog-m": 2000, "blog-l": 8000}
 SMALL_BLOG_USERS = {"blog-s": 150, "blog-m": 300, "blog-l": 600}
-DATASETS = ("ml", "yoochoose", *BLOG_USERS)
+# The news preset (BlogSpec.news: shaped like a real news stream, docs/news_stats.md) as
+# (users, days), with the catalog and told interactions only.
+NEWS_SIZE = {"news": (2500, 335), "news-bare": (2500, 335)}
+SMALL_NEWS_SIZE = {"news": (800, 120), "news-bare": (800, 120)}
+DATASETS = ("ml", "yoochoose", *BLOG_USERS, *NEWS_SIZE)
 
 
 @dataclass(frozen=True)
@@ -167,6 +172,16 @@ def specs() -> list[Spec]:
             "live trending",
             [{"half_life_hours": h} for h in HALF_LIVES],
             lambda n, c, _: LivePopularity(n, **c),
+        ),
+        # Live trending at 1, 6 and 24 h, untuned: what a site showing a plain trending
+        # list gets, whichever half-life the validation would pick.
+        *(
+            Spec(
+                f"live trending {h:g} h",
+                [{"half_life_hours": h}],
+                lambda n, c, _: LivePopularity(n, **c),
+            )
+            for h in (1.0, 6.0, 24.0)
         ),
         Spec("popularity (all-time)", [{}], lambda n, c, _: LivePopularity(n)),
         Spec("random", [{}], lambda n, c, _: RandomItems(n)),
@@ -298,6 +313,30 @@ def blog(name: str, users: int) -> Dataset:
     )
 
 
+def news(name: str, users: int, days: int) -> Dataset:
+    """The news preset; ``news-bare`` tells clickrec nothing of its catalog."""
+    spec = BlogSpec.news(users=users, days=days, seed=11)
+    made = generate_blog(spec)
+    data = to_interactions(training_table(made.interactions))
+    bare = name.endswith("-bare")
+    return Dataset(
+        name,
+        f"synthetic news site, {users} users, {days} days"
+        + (", interactions only" if bare else ""),
+        data,
+        ("temporal", "replay"),
+        f"clickrec.testing.synthetic BlogSpec.news, {spec.posts_per_day} posts a day, most "
+        f"reads hours after publication and a long tail, likes, bookmarks and comments after "
+        f"reads, seed {spec.seed}; "
+        + (
+            "the catalog is withheld from every model"
+            if bare
+            else "the catalog gives publication times and categories"
+        ),
+        catalog=Catalog() if bare else Catalog(*catalog_columns(made.items, data.item_ids)),
+    )
+
+
 # -- protocols: validation inside the training part, then the test ------------------------
 @dataclass(frozen=True)
 class Task:
@@ -315,6 +354,9 @@ def replay_task(ds: Dataset, budget: Budget) -> Task:
     else:
         cut = float(np.quantile(data.timestamp, 1.0 - HOLDOUT))
     stream = rp.first_touches(data, cut, budget.events, seed=0)
+    seen = np.zeros(data.n_items, dtype=bool)
+    seen[data.item[stream.train]] = True
+    targets = data.item[stream.events[stream.queries]]
     val = data.subset(stream.train)
     val_cut = float(np.quantile(val.timestamp, 1.0 - HOLDOUT))
     val_stream = rp.first_touches(val, val_cut, budget.val_events, seed=1)
@@ -325,6 +367,7 @@ def replay_task(ds: Dataset, budget: Budget) -> Task:
             "sampled": float(len(stream.queries)),
             "replayed": float(len(stream.events)),
             "cold_share": float(stream.cold.mean()),
+            "new_item_share": float((~seen[targets]).mean()),
             "val_sampled": float(len(val_stream.queries)),
         },
     )
@@ -448,7 +491,13 @@ def protocol_line(protocol: str, facts: dict[str, float]) -> str:
         return (
             f"Replay: {facts['replayed']:,.0f} events after the cut fed to every model in time "
             f"order; {facts['sampled']:,.0f} first touches asked "
-            f"({facts['cold_share']:.1%} by readers with nothing before them); validation "
+            f"({facts['cold_share']:.1%} by readers with nothing before them"
+            + (
+                f"; {facts['new_item_share']:.1%} of items no model was fitted on"
+                if "new_item_share" in facts
+                else ""
+            )
+            + "); validation "
             f"{facts['val_sampled']:,.0f}."
         )
     if protocol == "next-click":
@@ -629,6 +678,9 @@ def load(name: str, small: bool, share: float) -> Dataset | None:
     users = SMALL_BLOG_USERS if small else BLOG_USERS
     if name in users:
         return blog(name, users[name])
+    sizes = SMALL_NEWS_SIZE if small else NEWS_SIZE
+    if name in sizes:
+        return news(name, *sizes[name])
     needed = {"ml": DATA / "ml_latest_small", "yoochoose": DATA / "yoochoose_100k"}[name]
     if not needed.exists():
         log(f"{name}: {needed} is missing, skipped")

@@ -36,6 +36,8 @@ TAG_CHOICES = 12  # the first words of a category's vocabulary double as its tag
 AUTHORS_PER_CATEGORY = 4
 TOPICAL_SHARE = 0.6  # share of title and text words drawn from the post's categories
 DEDUP_ROUNDS = 8  # redraws of a post the reader already read; repeats left in a session are dropped
+FOLLOW_UP_TYPES = ("like", "bookmark", "comment")
+FOLLOW_UP_SHARES = (0.5, 0.2, 0.3)  # how often a follow-up is each of those
 
 # fmt: off
 CATEGORY_NAMES = (
@@ -99,6 +101,42 @@ class BlogSpec:
     # How much a section's appeal depends on the reader's device (the spread, in log
     # odds, of per-device section tastes); 0: no device, and no "device" column.
     device_effect: float = 0.0
+    slow_decays: tuple[tuple[float, float], ...] = ()
+    """Slower decays beside ``half_life_hours``, as (half-life in hours, share of posts)
+    pairs: that share of the posts fades at that rate, the rest at the main one; every
+    post draws reads in proportion to its quality over its life, so the shares are also
+    shares of reads once the blog has run for a few of those half-lives. Breaking news
+    beside stories read for days and evergreen posts. (): the main decay only."""
+    activity_sigma: float = ACTIVITY_SIGMA
+    """Spread of the lognormal reader activity (the mean stays ``sessions_per_user_per_day``)."""
+    quality_sigma: float = QUALITY_SIGMA
+    """Spread of the lognormal post quality: the larger, the more reads go to a few hits."""
+    follow_ups_per_read: float = 0.0
+    """Mean number of likes, bookmarks and comments (geometric, per interaction) on the
+    same post in the same session, seconds to minutes later; 0: none."""
+
+    @classmethod
+    def news(cls, users: int = 2500, days: int = 335, seed: int = 0) -> BlogSpec:
+        """A news site shaped like the real stream of issue 12: 9 posts a day, most fading
+        in hours, a fifth read for a day or two, a few for weeks; 39 % of
+        events on posts under 6 hours old, 63 % under a day, 86 % under a week; a few hits
+        a day; median 10 events a reader and 2 a session; 44 % of events on a (reader,
+        post) pair already seen (likes, bookmarks, comments after the read). The defaults
+        give its size too (about 1,850 readers with an event, 73k events, 11 months); see
+        docs/news_stats.md for each figure beside the real one."""
+        return cls(
+            users=users,
+            days=days,
+            posts_per_day=9,
+            sessions_per_user_per_day=0.042,
+            reads_per_session=1.3,
+            half_life_hours=2.0,
+            slow_decays=((24.0, 0.18), (500.0, 0.065)),
+            activity_sigma=1.85,
+            quality_sigma=2.0,
+            follow_ups_per_read=0.62,
+            seed=seed,
+        )
 
     def __post_init__(self) -> None:
         """Reject sizes and rates the generator cannot honour."""
@@ -113,6 +151,15 @@ class BlogSpec:
             raise ValueError("BlogSpec.half_life_hours must be positive")
         if self.device_effect < 0:
             raise ValueError("BlogSpec.device_effect must not be negative")
+        for half_life, share in self.slow_decays:
+            if half_life <= 0 or not 0 < share < 1:
+                raise ValueError("BlogSpec.slow_decays: half-lives > 0 and shares in (0, 1)")
+        if sum(share for _, share in self.slow_decays) >= 1:
+            raise ValueError("BlogSpec.slow_decays: shares must sum to less than 1")
+        if self.activity_sigma < 0 or self.quality_sigma < 0:
+            raise ValueError("BlogSpec.activity_sigma and quality_sigma must not be negative")
+        if self.follow_ups_per_read < 0:
+            raise ValueError("BlogSpec.follow_ups_per_read must not be negative")
         if self.end is not None and self.start != FIXED_START:
             raise ValueError("give BlogSpec.start or BlogSpec.end, not both")
         if self.end is not None and not math.isfinite(self.end):
@@ -160,17 +207,28 @@ class _Reads:
 class _Catalogue:
     """Per-category posts with log prefix sums of quality x decay, for fast weighted draws."""
 
-    def __init__(self, posts: _Posts, categories: int, spec: BlogSpec) -> None:
-        """Group the posts by primary category, in time order, and accumulate their log weights."""
-        self.rate = math.log(2.0) / (spec.half_life_hours * HOUR)
+    def __init__(
+        self,
+        posts: _Posts,
+        categories: int,
+        spec: BlogSpec,
+        half_life_hours: float | None = None,
+        kept: np.ndarray | None = None,
+    ) -> None:
+        """Group the posts (the ``kept`` ones, if given) by primary category, in time
+        order, and accumulate their log weights (decaying with ``half_life_hours``, the
+        spec's by default)."""
+        half_life = spec.half_life_hours if half_life_hours is None else half_life_hours
+        self.rate = math.log(2.0) / (half_life * HOUR)
         self.origin = spec.first_day
-        self.window = max(WINDOW_DAYS * DAY, 6.0 * spec.half_life_hours * HOUR)
+        self.window = max(WINDOW_DAYS * DAY, 6.0 * half_life * HOUR)
         self.post_ids: list[np.ndarray] = []
         self.published: list[np.ndarray] = []
         self.log_cum: list[np.ndarray] = []
         log_weight = np.log(posts.quality) + (posts.published_at - self.origin) * self.rate
         for category in range(categories):
-            ids = np.flatnonzero(posts.primary == category)  # already in time order
+            in_category = posts.primary == category
+            ids = np.flatnonzero(in_category if kept is None else in_category & kept)
             self.post_ids.append(ids)
             self.published.append(posts.published_at[ids])
             self.log_cum.append(np.logaddexp.accumulate(log_weight[ids]))
@@ -215,6 +273,49 @@ class _Catalogue:
         return log_cum[hi - 1], below
 
 
+class _MixedCatalogue:
+    """Posts that fade at different rates (``BlogSpec.slow_decays``): each post follows
+    one decay, and is weighted by quality x decay / half-life, so that every post draws
+    the same reads over its life for its quality, spent fast or slowly."""
+
+    def __init__(self, posts: _Posts, categories: int, spec: BlogSpec) -> None:
+        """A catalogue per decay, of the posts drawn for it (a generator of its own)."""
+        main = 1.0 - sum(share for _, share in spec.slow_decays)
+        decays = [(spec.half_life_hours, main), *spec.slow_decays]
+        rng = np.random.default_rng([spec.seed, 3])
+        decay = rng.choice(len(decays), len(posts.quality), p=[share for _, share in decays])
+        self.parts = [
+            _Catalogue(posts, categories, spec, h, decay == i) for i, (h, _) in enumerate(decays)
+        ]
+        self.log_share = [-math.log(h) for h, _ in decays]
+
+    def _log_masses(self, category: int, t: np.ndarray) -> np.ndarray:
+        """Log weighted mass of each decay's candidates (decays x times)."""
+        return np.stack(
+            [
+                w + part.log_mass(category, t)
+                for w, part in zip(self.log_share, self.parts, strict=True)
+            ]
+        )
+
+    def log_mass(self, category: int, t: np.ndarray) -> np.ndarray:
+        """Log of the summed quality x decays of the category's candidates at each time."""
+        return np.logaddexp.reduce(self._log_masses(category, t), axis=0)
+
+    def draw(self, category: int, t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """A decay by its mass (a Gumbel race), then a post from it; -1 if none is live."""
+        masses = self._log_masses(category, t)
+        pick = np.argmax(masses + rng.gumbel(size=masses.shape), axis=0)
+        out = np.full(len(t), -1, dtype=np.int64)
+        for i, part in enumerate(self.parts):
+            mask = pick == i
+            out[mask] = part.draw(category, t[mask], rng)
+        return out
+
+
+_AnyCatalogue = _Catalogue | _MixedCatalogue
+
+
 def generate_blog(spec: BlogSpec) -> Blog:
     """Generate a blog's posts and its readers' sessions, deterministically from the seed."""
     rng = np.random.default_rng(spec.seed)
@@ -225,7 +326,11 @@ def generate_blog(spec: BlogSpec) -> Blog:
     items = _items_table(posts, names, vocabulary, rng)
     log_taste = np.log(_draw_tastes(spec.users, popularity, rng))
     reads = _draw_reads(spec, rng)
-    catalogue = _Catalogue(posts, spec.categories, spec)
+    catalogue: _AnyCatalogue = (
+        _MixedCatalogue(posts, spec.categories, spec)
+        if spec.slow_decays
+        else _Catalogue(posts, spec.categories, spec)
+    )
     device, bias = _draw_devices(spec, reads) if spec.device_effect > 0 else (None, None)
     chosen = _choose_posts(reads, log_taste, catalogue, rng, bias)
     if spec.end is not None:
@@ -236,12 +341,43 @@ def generate_blog(spec: BlogSpec) -> Blog:
         kept = kept[np.argsort(reads.timestamp[kept], kind="stable")]
         names = pa.array(np.array(DEVICES)[device[kept]])
         interactions = interactions.append_column("device", names)
+    if spec.follow_ups_per_read > 0:
+        interactions = _with_follow_ups(interactions, spec)
     if spec.end is not None:  # posts are in time order: those due after the end go
         items = items.slice(0, int(np.searchsorted(posts.published_at, spec.end, side="right")))
     return Blog(items=items, interactions=interactions)
 
 
 DEVICES = ("phone", "desktop")
+
+
+def _with_follow_ups(interactions: pa.Table, spec: BlogSpec) -> pa.Table:
+    """The interactions and, after each, a few likes, bookmarks or comments by the same
+    reader in the same session on the same post. A generator of its own, so a blog
+    without them stays what its seed always made."""
+    rng = np.random.default_rng([spec.seed, 2])
+    n = interactions.num_rows
+    count = rng.geometric(1.0 / (1.0 + spec.follow_ups_per_read), n) - 1
+    source = np.repeat(np.arange(n), count)
+    delay = 10.0 + rng.exponential(60.0, len(source))
+    total = np.cumsum(delay)
+    start = np.repeat(np.cumsum(count) - count, count)  # each run's first follow-up
+    after = total - total[start] + delay[start]
+    kind = rng.choice(len(FOLLOW_UP_TYPES), len(source), p=FOLLOW_UP_SHARES)
+    timestamp = np.round(interactions["timestamp"].to_numpy()[source] + after, 3)
+    follow = interactions.take(pa.array(source))
+    for name, column in (
+        ("event_type", pa.array(FOLLOW_UP_TYPES).take(pa.array(kind))),
+        ("timestamp", pa.array(timestamp, pa.float64())),
+        ("event_value", pa.nulls(len(source), pa.float64())),
+    ):
+        follow = follow.set_column(follow.column_names.index(name), name, column)
+    both = pa.concat_tables([interactions, follow])
+    times = both["timestamp"].to_numpy()
+    order = np.argsort(times, kind="stable")
+    if spec.end is not None:
+        order = order[times[order] <= spec.end]
+    return both.take(pa.array(order))
 
 
 def _draw_devices(spec: BlogSpec, reads: _Reads) -> tuple[np.ndarray, np.ndarray]:
@@ -301,7 +437,7 @@ def _draw_posts(spec: BlogSpec, popularity: np.ndarray, rng: np.random.Generator
         published_at=published_at,
         primary=primary,
         secondary=np.where(has_second, other, -1),
-        quality=rng.lognormal(0.0, QUALITY_SIGMA, n),
+        quality=rng.lognormal(0.0, spec.quality_sigma, n),
     )
 
 
@@ -422,7 +558,7 @@ def _draw_reads(spec: BlogSpec, rng: np.random.Generator) -> _Reads:
 
 def _draw_sessions(spec: BlogSpec, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Session owners and start times, numbered by start time; heavy readers come often."""
-    sigma = ACTIVITY_SIGMA
+    sigma = spec.activity_sigma
     activity = spec.sessions_per_user_per_day * rng.lognormal(-(sigma**2) / 2, sigma, spec.users)
     user = np.repeat(np.arange(spec.users), rng.poisson(activity * spec.days))
     weekday = (np.floor(spec.first_day / DAY) + np.arange(spec.days) + 3) % 7  # 0 is a Monday
@@ -445,7 +581,7 @@ def _daily_rhythm(n: int, rng: np.random.Generator) -> np.ndarray:
 def _choose_posts(
     reads: _Reads,
     log_taste: np.ndarray,
-    catalogue: _Catalogue,
+    catalogue: _AnyCatalogue,
     rng: np.random.Generator,
     bias: np.ndarray | None = None,
 ) -> np.ndarray:
@@ -482,7 +618,7 @@ def _draw_categories(
     user: np.ndarray,
     t: np.ndarray,
     log_taste: np.ndarray,
-    catalogue: _Catalogue,
+    catalogue: _AnyCatalogue,
     rng: np.random.Generator,
     bias: np.ndarray | None = None,
 ) -> np.ndarray:
@@ -501,7 +637,7 @@ def _draw_categories(
 
 
 def _draw_items(
-    category: np.ndarray, t: np.ndarray, catalogue: _Catalogue, rng: np.random.Generator
+    category: np.ndarray, t: np.ndarray, catalogue: _AnyCatalogue, rng: np.random.Generator
 ) -> np.ndarray:
     """A post per interaction from its category, by quality x decay; -1 if none is live."""
     post = np.full(len(t), -1, dtype=np.int64)
