@@ -1,4 +1,5 @@
-"""Shared fixtures: a real engine on a temporary home, its app, and keys of every scope."""
+"""Shared fixtures: a real engine on a temporary home, its app, keys of every scope, and a
+throwaway PostgreSQL server."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from fastapi.testclient import TestClient
 from clickrec.api.app import create_app
 from clickrec.config import load_settings
 from clickrec.engine import Engine
+from tests.pg import PostgresCluster
+from tests.pg import cluster as postgres_cluster
 
 
 @pytest.fixture
@@ -35,3 +38,18 @@ def keys(engine: Engine) -> dict[str, dict[str, str]]:
         key, _ = engine.keys.create(scope, None, engine.clock.now())
         out[scope] = {"Authorization": f"Bearer {key}"}
     return out
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """A throwaway PostgreSQL server for the whole run; skipped where none is installed
+    (a failure instead with CLICKREC_REQUIRE_POSTGRES=1, as in CI)."""
+    yield from postgres_cluster()
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresCluster) -> Iterator[str]:
+    """The URL of a fresh, empty database on that server, dropped after the test."""
+    url = postgres.create_database()
+    yield url
+    postgres.drop_database(url)

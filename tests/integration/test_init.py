@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -40,6 +39,20 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     )
 
 
+@pytest.fixture
+def without_psycopg(tmp_path: Path) -> dict[str, str]:
+    """Variables for a child process in which the PostgreSQL driver is not installed (CI
+    installs it for the PostgreSQL tests): a ``psycopg`` package on the path that refuses
+    to import, as a missing one does."""
+    shadow = tmp_path / "no-psycopg"
+    (shadow / "psycopg").mkdir(parents=True)
+    (shadow / "psycopg" / "__init__.py").write_text(
+        'raise ModuleNotFoundError("No module named \'psycopg\'", name="psycopg")\n'
+    )
+    path = os.pathsep.join(p for p in (str(shadow), os.environ.get("PYTHONPATH")) if p)
+    return {"PYTHONPATH": path}
+
+
 def invoke(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
     result = CliRunner().invoke(app, list(args), env=env)
     return result.exit_code, result.output
@@ -49,18 +62,13 @@ def stores_in(home: Path) -> dict[str, str]:
     return tomllib.loads((home / CONFIG_FILE).read_text())["stores"]
 
 
-needs_no_psycopg = pytest.mark.skipif(
-    importlib.util.find_spec("psycopg") is not None, reason="about a missing psycopg driver"
-)
-
-
-@needs_no_psycopg
 def test_a_failed_init_removes_the_home_it_made_and_names_what_to_install(
-    tmp_path: Path,
+    tmp_path: Path, without_psycopg: dict[str, str]
 ) -> None:
     home = tmp_path / "new" / "home"
     elsewhere = tmp_path / "elsewhere"  # an event log outside the home, made before the catalog
     env = {
+        **without_psycopg,
         "CLICKREC_STORES__CATALOG": NO_DRIVER_CATALOG,
         "CLICKREC_STORES__EVENT_LOG": f"sqlite:///{elsewhere}/events.db",
     }
@@ -75,13 +83,15 @@ def test_a_failed_init_removes_the_home_it_made_and_names_what_to_install(
     assert not elsewhere.exists()
 
 
-@needs_no_psycopg
-def test_a_failed_init_in_an_existing_folder_keeps_only_what_was_there(tmp_path: Path) -> None:
+def test_a_failed_init_in_an_existing_folder_keeps_only_what_was_there(
+    tmp_path: Path, without_psycopg: dict[str, str]
+) -> None:
     home = tmp_path / "home"
     home.mkdir()
     (home / "notes.txt").write_text("mine\n")
 
-    done = cli("init", "--home", str(home), env={"CLICKREC_STORES__CATALOG": NO_DRIVER_CATALOG})
+    env = {**without_psycopg, "CLICKREC_STORES__CATALOG": NO_DRIVER_CATALOG}
+    done = cli("init", "--home", str(home), env=env)
 
     assert done.returncode != 0
     assert [p.name for p in home.iterdir()] == ["notes.txt"]

@@ -40,7 +40,7 @@ def open_catalog(settings: Settings) -> SQLCatalog:
         path = settings.store_path(url)
         path.parent.mkdir(parents=True, exist_ok=True)
         return _connect_catalog(f"sqlite:///{path}")
-    if url.startswith(("postgresql://", "postgresql+psycopg://")):
+    if url.startswith(("postgresql://", "postgresql+psycopg://", "postgres://")):
         return _connect_catalog(url)
     raise ValueError(f"no catalog backend for {url!r} (supported: sqlite:///, postgresql://)")
 

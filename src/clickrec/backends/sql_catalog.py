@@ -1,19 +1,24 @@
 """Catalog and registry (items, users, keys, model versions, training runs) via SQLAlchemy.
 
-The same code serves ``sqlite:///…`` (embedded default) and ``postgresql://…`` URLs.
-Lists and maps are stored as JSON text so both databases read them the same way.
+The same code serves ``sqlite:///…`` (embedded default) and ``postgresql://…`` URLs
+(driver: psycopg 3). Lists and maps are stored as JSON text so both databases read them
+the same way; what one database would accept and the other refuse (a NUL character, a
+string longer than its column) is refused, or for the audit log cut, on both.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
+
+from clickrec.core.errors import InvalidInput
 
 metadata = sa.MetaData()
 
@@ -36,6 +41,8 @@ items = sa.Table(
     sa.Column("change_seq", sa.BigInteger, nullable=False, index=True),
 )
 
+# "items": the last change_seq handed out. "models": publishes so far; its row is also the
+# lock that makes publishes take turns.
 counters = sa.Table(
     "counters",
     metadata,
@@ -135,6 +142,9 @@ erasures = sa.Table(
 )
 
 _JSON_ITEM_FIELDS = ("categories", "tags", "attributes")
+_ITEM_FIELDS = [
+    c.name for c in items.columns if c.name not in ("deleted", "updated_at", "change_seq")
+]
 _JSON_FIELDS = {"categories", "tags", "attributes", "metrics", "info", "counts", "subject"}
 
 
@@ -157,24 +167,18 @@ class SQLCatalog:
     """Items, users, keys, model versions and training runs in one SQL database."""
 
     def __init__(self, url: str) -> None:
+        url = engine_url(url)
         kwargs: dict[str, Any] = {}
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        else:
+            kwargs["pool_pre_ping"] = True  # a database restart costs no failed request
         self.engine: Engine = sa.create_engine(url, **kwargs)
+        if self.engine.dialect.name not in _UPSERTS:
+            raise ValueError(f"no catalog backend for the {self.engine.dialect.name} dialect")
         if url.startswith("sqlite"):
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-        metadata.create_all(self.engine)
-        _add_missing_columns(self.engine)
-        try:
-            with self.engine.begin() as conn:
-                if conn.execute(counters.select().where(counters.c.name == "items")).first():
-                    return
-                latest = conn.execute(
-                    sa.select(sa.func.coalesce(sa.func.max(items.c.change_seq), 0))
-                ).scalar_one()
-                conn.execute(counters.insert(), [{"name": "items", "value": int(latest)}])
-        except sa.exc.IntegrityError:
-            pass  # another process opening the same catalog created the counter first
+        _create_schema(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -187,33 +191,33 @@ class SQLCatalog:
     @staticmethod
     def _take_change_seqs(conn: sa.Connection, n: int) -> int:
         """Reserve ``n`` change seqs; returns the last one before them. The update comes
-        first in the transaction, so it takes the write lock and writers never share seqs."""
-        conn.execute(
-            counters.update().where(counters.c.name == "items").values(value=counters.c.value + n)
-        )
-        value = conn.execute(
-            sa.select(counters.c.value).where(counters.c.name == "items")
-        ).scalar_one()
-        return int(value) - n
+        first in the transaction, so it takes the write lock (SQLite) or the counter's row
+        lock (PostgreSQL) until commit: writers never share seqs, and they commit in seq
+        order, so a reader of the change feed never skips one."""
+        return _take_counter(conn, "items", n) - n
 
     def upsert_items(self, records: Sequence[dict[str, Any]], now: float) -> None:
         """Insert or replace whole items in one transaction (a batch is all-or-nothing; an
         id repeated in the batch keeps its last version)."""
         records = list({r["item_id"]: r for r in records}.values())
+        rows = []
+        for rec in records:
+            row = {c: rec.get(c) for c in _ITEM_FIELDS}  # a field left out is cleared
+            for key in _JSON_ITEM_FIELDS:
+                row[key] = _dumps(row.get(key) or ([] if key != "attributes" else {}))
+            _check_storable(items, row)
+            rows.append(row)
+        if not rows:
+            return
         with self.engine.begin() as conn:
-            seq = self._take_change_seqs(conn, len(records))
-            rows = []
-            for offset, rec in enumerate(records, start=1):
-                row = dict(rec)
-                for key in _JSON_ITEM_FIELDS:
-                    row[key] = _dumps(row.get(key) or ([] if key != "attributes" else {}))
+            seq = self._take_change_seqs(conn, len(rows))
+            for offset, row in enumerate(rows, start=1):
                 row.update(deleted=False, updated_at=now, change_seq=seq + offset)
-                rows.append(row)
-            ids = [r["item_id"] for r in rows]
-            conn.execute(items.delete().where(items.c.item_id.in_(ids)))
-            conn.execute(items.insert(), rows)
+            _upsert(conn, items, rows)
 
     def get_item(self, item_id: str, include_deleted: bool = False) -> dict[str, Any] | None:
+        if not _findable(item_id):
+            return None
         query = items.select().where(items.c.item_id == item_id)
         if not include_deleted:
             query = query.where(items.c.deleted.is_(False))
@@ -223,6 +227,8 @@ class SQLCatalog:
 
     def delete_item(self, item_id: str, now: float) -> bool:
         """Mark an item deleted (kept as a tombstone so every server learns of it)."""
+        if not _findable(item_id):
+            return False
         with self.engine.begin() as conn:
             seq = self._take_change_seqs(conn, 1)
             result = conn.execute(
@@ -263,16 +269,23 @@ class SQLCatalog:
             }
             for r in records
         ]
+        for row in rows:
+            _check_storable(users, row)
+        if not rows:
+            return
         with self.engine.begin() as conn:
-            conn.execute(users.delete().where(users.c.user_id.in_([r["user_id"] for r in rows])))
-            conn.execute(users.insert(), rows)
+            _upsert(conn, users, rows)
 
     def get_user(self, user_id: str) -> dict[str, Any] | None:
+        if not _findable(user_id):
+            return None
         with self.engine.connect() as conn:
             row = conn.execute(users.select().where(users.c.user_id == user_id)).first()
         return _row(row) if row else None
 
     def delete_user(self, user_id: str) -> bool:
+        if not _findable(user_id):
+            return False
         with self.engine.begin() as conn:
             return conn.execute(users.delete().where(users.c.user_id == user_id)).rowcount > 0
 
@@ -290,6 +303,8 @@ class SQLCatalog:
         return _row_dict(row)
 
     def get_erasure(self, erasure_id: str) -> dict[str, Any] | None:
+        if not _findable(erasure_id):
+            return None
         with self.engine.connect() as conn:
             row = conn.execute(erasures.select().where(erasures.c.id == erasure_id)).first()
         return _row(row) if row else None
@@ -307,6 +322,8 @@ class SQLCatalog:
     def update_erasure(self, erasure_id: str, expect: str | None = None, **values: Any) -> bool:
         """Set fields (``counts``/``subject`` as objects); with ``expect``, only if the job
         is still in that state (False otherwise: another process moved it)."""
+        if not _findable(erasure_id):
+            return False
         for name in ("counts", "subject"):
             if values.get(name) is not None:
                 values[name] = _dumps(values[name])
@@ -329,12 +346,16 @@ class SQLCatalog:
 
     def compact(self) -> None:
         """Rebuild the database file so deleted rows leave no copy in free pages or the
-        write-ahead log (SQLite: VACUUM, then a truncating checkpoint). On PostgreSQL,
-        deleted tuples are left to its own VACUUM and to disk encryption (docs/security.md)."""
-        if self.engine.dialect.name != "sqlite":
-            return
+        write-ahead log (SQLite: VACUUM, then a truncating checkpoint). On PostgreSQL, a
+        plain VACUUM of the tables that named readers prunes their deleted rows without
+        locking readers out; bytes left in freed pages and its WAL until reused are for disk
+        encryption to cover (docs/security.md)."""
         with self.engine.connect() as conn:
             conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            if self.engine.dialect.name != "sqlite":
+                names = ", ".join(t.name for t in (users, audit_log, erasures))
+                conn.exec_driver_sql(f"VACUUM {names}")
+                return
             conn.exec_driver_sql("VACUUM")
             for _ in range(50):
                 busy = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").scalar()
@@ -344,16 +365,18 @@ class SQLCatalog:
 
     # -- filters -----------------------------------------------------------------------
     def put_filter(self, name: str, expression: str, now: float) -> dict[str, Any]:
-        """Create or replace a named filter (the expression is checked by the caller)."""
+        """Create or replace a named filter (the expression is checked by the caller); a
+        replaced filter keeps its ``created_at``."""
+        row = {"name": name, "expression": expression, "created_at": now, "updated_at": now}
+        _check_storable(filters, row)
         with self.engine.begin() as conn:
-            old = conn.execute(filters.select().where(filters.c.name == name)).first()
-            created = old.created_at if old else now
-            conn.execute(filters.delete().where(filters.c.name == name))
-            row = {"name": name, "expression": expression, "created_at": created, "updated_at": now}
-            conn.execute(filters.insert(), [row])
-        return row
+            _upsert(conn, filters, [row], keep=("created_at",))
+            stored = conn.execute(filters.select().where(filters.c.name == name)).one()
+        return _row(stored)
 
     def get_filter(self, name: str) -> dict[str, Any] | None:
+        if not _findable(name):
+            return None
         with self.engine.connect() as conn:
             row = conn.execute(filters.select().where(filters.c.name == name)).first()
         return _row(row) if row else None
@@ -364,15 +387,22 @@ class SQLCatalog:
         return [_row(r) for r in rows]
 
     def delete_filter(self, name: str) -> bool:
+        if not _findable(name):
+            return False
         with self.engine.begin() as conn:
             return conn.execute(filters.delete().where(filters.c.name == name)).rowcount > 0
 
     # -- keys --------------------------------------------------------------------------
     def add_key(self, record: dict[str, Any]) -> None:
+        """Store a new key (IntegrityError if its id is taken); InvalidInput for a field
+        too long for its column or holding a NUL."""
+        _check_storable(api_keys, record)
         with self.engine.begin() as conn:
             conn.execute(api_keys.insert(), [record])
 
     def get_key(self, key_id: str) -> dict[str, Any] | None:
+        if not _findable(key_id):
+            return None
         with self.engine.connect() as conn:
             row = conn.execute(api_keys.select().where(api_keys.c.key_id == key_id)).first()
         return _row(row) if row else None
@@ -391,8 +421,11 @@ class SQLCatalog:
 
     # -- audit -----------------------------------------------------------------------
     def audit(self, record: dict[str, Any]) -> None:
+        """Append an entry; strings too long for their column are cut and NULs replaced,
+        since an entry names whatever path a request asked for and must not be lost."""
+        row = {k: _fit(audit_log.c[k], v) if isinstance(v, str) else v for k, v in record.items()}
         with self.engine.begin() as conn:
-            conn.execute(audit_log.insert(), [record])
+            conn.execute(audit_log.insert(), [row])
 
     def audit_entries(self, limit: int = 100, before: int | None = None) -> list[dict[str, Any]]:
         """Newest first; ``before`` pages back by id."""
@@ -403,6 +436,8 @@ class SQLCatalog:
             return [_row(r) for r in conn.execute(query)]
 
     def revoke_key(self, key_id: str, now: float) -> bool:
+        if not _findable(key_id):
+            return False
         with self.engine.begin() as conn:
             result = conn.execute(
                 api_keys.update()
@@ -420,6 +455,9 @@ class SQLCatalog:
             live=False,
         )
         with self.engine.begin() as conn:
+            # Publishes take turns: a concurrent one would not see this new row and could
+            # leave two versions live.
+            _take_counter(conn, "models", 1)
             conn.execute(model_versions.insert(), [row])
             if make_live:
                 conn.execute(model_versions.update().values(live=False))
@@ -456,6 +494,8 @@ class SQLCatalog:
         return self.get_run(run_id) or run
 
     def update_run(self, run_id: str, **values: Any) -> None:
+        if not _findable(run_id):
+            return
         if "metrics" in values:
             values["metrics"] = _dumps(values["metrics"])
         with self.engine.begin() as conn:
@@ -465,6 +505,8 @@ class SQLCatalog:
 
     def claim_run(self, run_id: str, now: float) -> bool:
         """Move a pending run to running; False if another worker took it first."""
+        if not _findable(run_id):
+            return False
         with self.engine.begin() as conn:
             result = conn.execute(
                 training_runs.update()
@@ -474,6 +516,8 @@ class SQLCatalog:
         return result.rowcount > 0
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
+        if not _findable(run_id):
+            return None
         with self.engine.connect() as conn:
             row = conn.execute(training_runs.select().where(training_runs.c.id == run_id)).first()
         return _row(row) if row else None
@@ -496,18 +540,108 @@ _ADDED_COLUMNS = [
 """Columns added after their table was first released, for catalogs made before them."""
 
 
-def _add_missing_columns(engine: Engine) -> None:
-    """``ALTER TABLE … ADD COLUMN`` for each added column a catalog lacks (idempotent; two
-    processes opening an old catalog at once may race, and the loser finds it done)."""
-    for table, column, kind in _ADDED_COLUMNS:
-        if column in {c["name"] for c in sa.inspect(engine).get_columns(table)}:
-            continue
-        try:
-            with engine.begin() as conn:
-                conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {column} {kind}"))
-        except sa.exc.DBAPIError:
-            if column not in {c["name"] for c in sa.inspect(engine).get_columns(table)}:
+_SCHEMA_LOCK = 0x636C69636B726563  # "clickrec": the advisory lock id of schema changes
+
+
+def engine_url(url: str) -> str:
+    """The SQLAlchemy URL of a catalog URL: ``postgresql://`` and ``postgres://`` name the
+    psycopg 3 driver (SQLAlchemy 2.0 would pick psycopg2 for the first)."""
+    for scheme in ("postgresql://", "postgres://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg://" + url[len(scheme) :]
+    return url
+
+
+def _create_schema(engine: Engine) -> None:
+    """Create the tables, add the columns an older catalog lacks and the counters, holding
+    the database's lock, so that processes opening one catalog at once (a server and its
+    worker, replicas) wait for each other instead of failing on each other's tables."""
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as conn:
+            # pysqlite would not put DDL in a transaction: take SQLite's write lock by hand.
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            try:
+                _create_schema_in(conn)
+            except BaseException:
+                conn.exec_driver_sql("ROLLBACK")
                 raise
+            conn.exec_driver_sql("COMMIT")
+        return
+    with engine.begin() as conn:
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_SCHEMA_LOCK)))
+        _create_schema_in(conn)
+
+
+def _create_schema_in(conn: sa.Connection) -> None:
+    metadata.create_all(conn)
+    for table, column, kind in _ADDED_COLUMNS:
+        if column not in {c["name"] for c in sa.inspect(conn).get_columns(table)}:
+            conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {column} {kind}"))
+    have = set(conn.execute(sa.select(counters.c.name)).scalars())
+    if "items" not in have:
+        latest = conn.execute(
+            sa.select(sa.func.coalesce(sa.func.max(items.c.change_seq), 0))
+        ).scalar_one()
+        conn.execute(counters.insert(), [{"name": "items", "value": int(latest)}])
+    if "models" not in have:
+        conn.execute(counters.insert(), [{"name": "models", "value": 0}])
+
+
+def _take_counter(conn: sa.Connection, name: str, n: int) -> int:
+    """Add ``n`` to a counter and return its new value; its row stays locked until the
+    transaction ends, so the transactions that take one counter run one after another."""
+    conn.execute(
+        counters.update().where(counters.c.name == name).values(value=counters.c.value + n)
+    )
+    value = conn.execute(sa.select(counters.c.value).where(counters.c.name == name)).scalar_one()
+    return int(value)
+
+
+_UPSERTS: dict[str, Callable[[sa.Table], postgresql.Insert | sqlite.Insert]] = {
+    "sqlite": sqlite.insert,
+    "postgresql": postgresql.insert,
+}
+
+
+def _upsert(
+    conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], keep: Sequence[str] = ()
+) -> None:
+    """Insert rows, or update the rows with the same primary key (but their ``keep``
+    columns) in place: one statement, so concurrent writers of one new key never collide."""
+    statement = _UPSERTS[conn.dialect.name](table)
+    key = [c.name for c in table.primary_key]
+    changed = {
+        c.name: statement.excluded[c.name]
+        for c in table.columns
+        if c.name not in key and c.name not in keep
+    }
+    conn.execute(statement.on_conflict_do_update(index_elements=key, set_=changed), rows)
+
+
+def _findable(*values: str) -> bool:
+    """Whether a row could have these ids: no stored string holds a NUL, and PostgreSQL
+    refuses one even in a query."""
+    return not any("\x00" in v for v in values)
+
+
+def _check_storable(table: sa.Table, row: dict[str, Any]) -> None:
+    """InvalidInput for a string that holds a NUL or is longer than its column, which
+    PostgreSQL refuses and SQLite would keep: both databases hold the same things."""
+    for name, value in row.items():
+        if not isinstance(value, str):
+            continue
+        if "\x00" in value:
+            raise InvalidInput(f"{name} must not contain a NUL character")
+        length = getattr(table.c[name].type, "length", None)
+        if length is not None and len(value) > length:
+            raise InvalidInput(f"{name} is longer than {length} characters")
+
+
+def _fit(column: sa.Column[Any], value: str) -> str:
+    """A string made storable in this column: NULs replaced, cut to the column's length."""
+    length = getattr(column.type, "length", None)
+    return value.replace("\x00", "\ufffd")[:length]
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
