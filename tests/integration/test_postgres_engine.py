@@ -187,7 +187,8 @@ def test_without_the_driver_the_error_names_what_to_install(
 
 def test_an_unreachable_database_is_one_line_without_the_password(tmp_path: Path) -> None:
     pytest.importorskip("psycopg")
-    url = "postgresql://clickrec:s3cret@127.0.0.1:1/clickrec"
+    word = "s3cret"
+    url = f"postgresql://clickrec:{word}@127.0.0.1:1/clickrec"
     with pytest.raises(StoreUnavailable) as caught:
         open_catalog(load_settings(tmp_path, environ={"CLICKREC_STORES__CATALOG": url}))
     message = str(caught.value)
