@@ -606,3 +606,353 @@ def catalog_columns(
     times = np.array([when.get(i) for i in wanted], dtype=np.float64)  # None -> NaN
     split = [[c for c in (cats.get(i) or "").split("|") if c and c != no_category] for i in wanted]
     return times, split
+
+
+# -- wrk: the load generator of ingest.py and serve.py ----------------------------------------
+WRK_INSTALL = (
+    "this benchmark drives the server with wrk (https://github.com/wg/wrk), which is not "
+    "installed: `apt-get install -y wrk` (Debian/Ubuntu) or `brew install wrk` (macOS)"
+)
+
+
+def require_wrk() -> str:
+    """The path of ``wrk``; exits with status 2 and how to install it when it is missing."""
+    path = shutil.which("wrk")
+    if path is None:
+        print(f"error: {WRK_INSTALL}", file=sys.stderr)
+        sys.exit(2)
+    return path
+
+
+# Common to every script: a thread registry (so ``done`` can read the threads' counters), a
+# monotonic clock through LuaJIT's FFI, and ``done`` printing one JSON line for the bench.
+# Pacing (``delay``) is added only for a fixed rate: wrk runs flat out when a script has no
+# ``delay`` function. A script defines ``response`` only where it checks answers, because
+# with ``response`` wrk hands every body to Lua.
+_WRK_PRELUDE = r"""
+local ffi = require("ffi")
+ffi.cdef[[
+typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
+int clock_gettime(int clk_id, bench_timespec *tp);
+]]
+local bench_ts = ffi.new("bench_timespec")
+function now_ms()
+  ffi.C.clock_gettime(1, bench_ts)  -- CLOCK_MONOTONIC
+  return tonumber(bench_ts.tv_sec) * 1000 + tonumber(bench_ts.tv_nsec) / 1e6
+end
+
+THREADS = __THREADS__
+counts = {}
+function count(name, n) counts[name] = (counts[name] or 0) + (n or 1) end
+
+local bench_threads = {}
+function setup(thread)
+  thread:set("thread_id", #bench_threads)
+  table.insert(bench_threads, thread)
+end
+
+local function json_value(v)
+  if type(v) == "number" then return string.format("%.17g", v) end
+  if type(v) == "table" then
+    local parts = {}
+    for k, x in pairs(v) do parts[#parts + 1] = string.format("%q:%s", k, json_value(x)) end
+    return "{" .. table.concat(parts, ",") .. "}"
+  end
+  return string.format("%q", tostring(v))
+end
+
+function done(summary, latency, requests)
+  local totals, lags = {}, {}
+  for _, thread in ipairs(bench_threads) do
+    for k, v in pairs(thread:get("counts") or {}) do totals[k] = (totals[k] or 0) + v end
+    for _, v in ipairs(thread:get("lags") or {}) do lags[#lags + 1] = v end
+  end
+  table.sort(lags)
+  local function lag(q)
+    if #lags == 0 then return 0 end
+    return lags[math.max(1, math.ceil(q * #lags))]
+  end
+  local e = summary.errors
+  local out = {
+    requests = summary.requests, duration_us = summary.duration, bytes = summary.bytes,
+    errors = {connect = e.connect, read = e.read, write = e.write, status = e.status,
+              timeout = e.timeout},
+    latency_us = {p50 = latency:percentile(50), p90 = latency:percentile(90),
+                  p99 = latency:percentile(99), max = latency.max, mean = latency.mean},
+    counts = totals,
+    late_sends = {n = #lags, p50_ms = lag(0.5), p99_ms = lag(0.99), max_ms = lag(1.0)},
+  }
+  io.write("BENCH_WRK " .. json_value(out) .. "\n")
+end
+"""
+
+# A Lua-paced wrk for fixed rates (plain wrk has no constant-rate mode; wrk2 and hey are the
+# alternatives, but hey cannot vary the body or URL per request). Each thread hands out send
+# slots ``interval`` apart to whichever of its connections is free next; a connection that
+# frees up after its slot has passed sends at once (catching up, as wrk2 does) and the
+# lateness is kept in ``lags``, so a client or server that falls behind shows there. wrk's
+# own latency clock starts at the send, not at the slot: see the late sends beside it.
+_WRK_PACING = r"""
+local interval_ms = THREADS * 1000.0 / __RATE__
+local next_slot = nil
+lags = {}
+function delay()
+  local now = now_ms()
+  if next_slot == nil then next_slot = now + thread_id * interval_ms / THREADS end
+  local wait = next_slot - now
+  next_slot = next_slot + interval_ms
+  count("slots")
+  if wait < -1.0 then lags[#lags + 1] = -wait end  -- more than a timer tick late
+  if wait <= 0 then return 0 end
+  return math.floor(wait)
+end
+"""
+
+
+def machine_load() -> tuple[float, float, float]:
+    """The 1-, 5- and 15-minute load averages (the machine may be shared while measuring)."""
+    return os.getloadavg()
+
+
+def thread_cpu_seconds(pid: int, tid: int) -> float:
+    """User + system CPU seconds of one thread (the server's event loop is its main one)."""
+    path = Path(f"/proc/{pid}/task/{tid}/stat")
+    fields = path.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def threads_cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds of a process's main thread, of its other threads together, and of each
+    live descendant process (the server's worker): where a server's time goes."""
+    out: dict[str, float] = {}
+    for p in [pid, *descendants(pid)]:
+        with contextlib.suppress(OSError):
+            proc = "server" if p == pid else f"child {p}"
+            for task in Path(f"/proc/{p}/task").iterdir():
+                with contextlib.suppress(OSError):
+                    fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                    key = f"{proc}/{'main' if int(task.name) == p else 'other threads'}"
+                    out[key] = out.get(key, 0.0) + (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return out
+
+
+def cpu_pressure() -> float | None:
+    """Linux PSI: the share (%) of the last 10 s in which some runnable task waited for a
+    CPU; tens of % mean other work is competing for the cores (None where not available)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        first = Path("/proc/pressure/cpu").read_text().split()
+        return float(first[1].split("=")[1])
+    return None
+
+
+@dataclass
+class WrkResult:
+    """One wrk phase: wrk's own figures, what the scripts counted, and both sides' CPU."""
+
+    label: str
+    threads: int
+    connections: int
+    rate: float | None  # requests/s asked for; None: as fast as the server answers
+    requests: int
+    elapsed_s: float
+    errors: dict[str, int]
+    latency_ms: dict[str, float]
+    counts: dict[str, float]
+    late_sends: dict[str, float]
+    client_cpu_s: float
+    client_max_rss_mb: float
+    server_cpu_s: float
+    server_loop_cpu_s: float
+    load_before: tuple[float, float, float]
+    load_after: tuple[float, float, float]
+    server_threads_cpu_s: dict[str, float] = field(default_factory=dict)
+    cpu_pressure_after: float | None = None
+
+    @property
+    def failed(self) -> int:
+        return sum(self.errors.values())
+
+    def rps(self) -> float:
+        return self.requests / self.elapsed_s if self.elapsed_s else float("nan")
+
+    def per_s(self, name: str) -> float:
+        """A script counter (accepted events…) per second of the phase."""
+        return self.counts.get(name, 0) / self.elapsed_s if self.elapsed_s else float("nan")
+
+    def cpu_pct(self, which: str) -> float:
+        """CPU as % of one core over the phase: client (wrk), server (with its worker), or
+        the server's main thread alone (its event loop; ~100 % means it is the limit)."""
+        cpu = {"client": self.client_cpu_s, "server": self.server_cpu_s}.get(
+            which, self.server_loop_cpu_s
+        )
+        return 100.0 * cpu / self.elapsed_s if self.elapsed_s else float("nan")
+
+    def cpu_ms_per_request(self, which: str) -> float:
+        cpu = self.client_cpu_s if which == "client" else self.server_cpu_s
+        return 1e3 * cpu / self.requests if self.requests else float("nan")
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "threads": self.threads,
+            "connections": self.connections,
+            "rate_asked": self.rate,
+            "requests": self.requests,
+            "requests_per_s": round(self.rps(), 1),
+            "elapsed_s": round(self.elapsed_s, 3),
+            "errors": self.errors,
+            "latency_ms": {k: round(v, 3) for k, v in self.latency_ms.items()},
+            "counts": self.counts,
+            "late_sends": self.late_sends,
+            "client_cpu_pct": round(self.cpu_pct("client"), 1),
+            "client_cpu_ms_per_request": round(self.cpu_ms_per_request("client"), 4),
+            "client_max_rss_mb": round(self.client_max_rss_mb, 1),
+            "server_cpu_pct": round(self.cpu_pct("server"), 1),
+            "server_loop_cpu_pct": round(self.cpu_pct("loop"), 1),
+            "server_cpu_ms_per_request": round(self.cpu_ms_per_request("server"), 4),
+            "server_threads_cpu_pct": {
+                k: round(100.0 * v / self.elapsed_s, 1)
+                for k, v in sorted(self.server_threads_cpu_s.items(), key=lambda kv: -kv[1])
+                if v > 0
+            },
+            "load_before": [round(x, 2) for x in self.load_before],
+            "load_after": [round(x, 2) for x in self.load_after],
+            "cpu_pressure_some_avg10_after": self.cpu_pressure_after,
+        }
+
+
+def wrk_script(body: str, threads: int, rate: float | None = None) -> str:
+    """A full wrk script: the shared prelude, pacing when ``rate`` is given, then ``body``
+    (the bench's own ``init`` / ``request`` / ``response``, all optional)."""
+    text = _WRK_PRELUDE.replace("__THREADS__", str(threads))
+    if rate is not None:
+        text += _WRK_PACING.replace("__RATE__", repr(float(rate)))
+    return text + body
+
+
+def run_wrk(
+    server: Server,
+    path: str,
+    script_body: str,
+    label: str,
+    duration_s: float,
+    threads: int = 2,
+    connections: int = 32,
+    rate: float | None = None,
+) -> WrkResult:
+    """Run wrk against ``server`` for ``duration_s``: flat out, or paced to ``rate`` req/s.
+
+    The client's CPU and peak memory come from wrk's own rusage (``wait4``), the server's
+    from /proc (with its worker child), read around the run.
+    """
+    wrk = require_wrk()
+    work = server.home.path / "bench-wrk"
+    work.mkdir(parents=True, exist_ok=True)
+    script = work / f"{label}.lua"
+    script.write_text(wrk_script(script_body, threads, rate))
+    args = [wrk, "-t", str(threads), "-c", str(connections), "-d", f"{duration_s:g}s"]
+    args += ["--timeout", "10s", "-s", str(script)]
+    for name, value in server.headers().items():
+        args += ["-H", f"{name}: {value}"]
+    args.append(server.url + path)
+    out_path = work / f"{label}.out"
+    load0 = machine_load()
+    srv0, loop0 = tree_cpu_seconds(server.pid), thread_cpu_seconds(server.pid, server.pid)
+    threads0 = threads_cpu_seconds(server.pid)
+    with open(out_path, "w") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+    server_cpu = tree_cpu_seconds(server.pid) - srv0
+    loop_cpu = thread_cpu_seconds(server.pid, server.pid) - loop0
+    threads1 = threads_cpu_seconds(server.pid)
+    by_thread = {k: v - threads0.get(k, 0.0) for k, v in threads1.items()}
+    text = out_path.read_text()
+    lines = [line for line in text.splitlines() if line.startswith("BENCH_WRK ")]
+    if os.waitstatus_to_exitcode(status) != 0 or not lines:
+        raise RuntimeError(f"wrk ({label}) failed: {' '.join(args[:-1])}\n{text[-3000:]}")
+    doc = json.loads(lines[-1].split(" ", 1)[1])
+    return WrkResult(
+        label=label,
+        threads=threads,
+        connections=connections,
+        rate=rate,
+        requests=int(doc["requests"]),
+        elapsed_s=doc["duration_us"] / 1e6,
+        errors={k: int(v) for k, v in doc["errors"].items()},
+        latency_ms={k: v / 1e3 for k, v in doc["latency_us"].items()},
+        counts=doc.get("counts", {}),
+        late_sends=doc["late_sends"],
+        client_cpu_s=usage.ru_utime + usage.ru_stime,
+        client_max_rss_mb=usage.ru_maxrss / 1024.0,
+        server_cpu_s=server_cpu,
+        server_loop_cpu_s=loop_cpu,
+        load_before=load0,
+        load_after=machine_load(),
+        server_threads_cpu_s=by_thread,
+        cpu_pressure_after=cpu_pressure(),
+    )
+
+
+def ratio(value: Any, baseline: Any) -> float | None:
+    """value / baseline where both are numbers and the baseline is not 0, else None."""
+    numbers = (int, float)
+    if isinstance(value, numbers) and isinstance(baseline, numbers) and baseline:
+        return float(value) / float(baseline)
+    return None
+
+
+def markdown_table_vs(rows: Sequence[dict[str, Any]], names: tuple[str, str]) -> str:
+    """``markdown_table`` with the two columns named (the route, its baseline) and their
+    ratio beside them, where both are numbers."""
+    a, b = names
+    lines = [
+        f"| metric | {a} | {b} | {a} / {b} | target |",
+        "| --- | ---: | ---: | ---: | --- |",
+    ]
+    for r in rows:
+        q = ratio(r["value"], r.get("baseline"))
+        cells = [
+            r["metric"],
+            fmt(r["value"]),
+            fmt(r.get("baseline")),
+            f"{q:.2f}" if q is not None else "–",
+            r.get("target"),
+        ]
+        lines.append("| " + " | ".join(c if c is not None else "–" for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def report_vs(
+    name: str,
+    title: str,
+    rows: list[dict[str, Any]],
+    details: dict[str, Any],
+    names: tuple[str, str],
+) -> Path:
+    """``report`` with a ratio column (``markdown_table_vs``); the same JSON file, whose rows
+    carry their ratio too."""
+    print(f"\n### {title}\n")
+    print(markdown_table_vs(rows, names))
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    path = OUT_DIR / f"{name}.json"
+    rows = [{**r, "ratio": ratio(r["value"], r.get("baseline"))} for r in rows]
+    doc = {"bench": name, "title": title, "machine": machine(), "rows": rows, **details}
+    path.write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    print(f"\n(written to {path.relative_to(BENCH_DIR.parent)})")
+    return path
+
+
+def machine_load_row(phases: Sequence[WrkResult]) -> dict[str, Any]:
+    """A report row: the machine's 1-min load average and CPU pressure over the phases (low
+    and high), since other work on a shared machine takes cores from the server."""
+    loads = [x for p in phases for x in (p.load_before[0], p.load_after[0])]
+    psi = [p.cpu_pressure_after for p in phases if p.cpu_pressure_after is not None]
+    value = f"load {min(loads):.2f}–{max(loads):.2f}"
+    if psi:
+        value += f"; CPU pressure {min(psi):.0f}–{max(psi):.0f} %"
+    return row(
+        "machine: load average (1 min), CPU pressure (PSI some, 10 s), over the phases",
+        value,
+        None,
+        f"{os.cpu_count()} cores; other work shares them",
+    )

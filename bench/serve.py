@@ -1,13 +1,20 @@
-"""Serving latency: GET /v1/recommendations at a fixed request rate (open loop).
+"""Serving: GET /v1/recommendations for random readers, driven by wrk.
 
 Set-up, timed and reported too: a catalog of ``--items`` posts (PUT /v1/items, 1000 per
 request), ``--users`` readers with about ``--events-per-user`` events each over those posts,
 with a popularity skew and topical tastes (``clickrec import interactions``), and
-``clickrec train`` so a model is live. Then requests are scheduled at fixed times, ``--rate``
-per second, and each latency is measured from its scheduled time (no coordinated
-omission). Baseline, in the same run: GET /healthz of the same server at the same rate.
+``clickrec train`` so a model is live.
 
-    .venv/bin/python bench/serve.py [--rate 200] [--duration 30] [--small]
+Load generator: wrk (``apt-get install -y wrk``), with a Lua script that asks for a reader
+drawn uniformly from the whole loaded population per request (``u0`` … ``u<users-1>``,
+every one with history). Phases, all against one server: saturation (``--threads`` /
+``--connections``, flat out, ``--duration`` s), then fixed rates (``--fractions`` of the
+measured capacity, or ``--rates``; a Lua-paced wrk, ``--fixed-duration`` s), each beside
+GET /healthz measured the same way in the same run; then a filter (sections as a
+``$PARAM``, the last seven days, minus the reader's clicks) at the first fixed rate, against
+the unfiltered phase at that rate. Client (wrk) and server CPU are measured in every phase.
+
+    .venv/bin/python bench/serve.py [--duration 20] [--fractions 0.25 0.5] [--small]
     .venv/bin/python bench/serve.py --home DIR            # keep the set-up, then
     .venv/bin/python bench/serve.py --home DIR --reuse    # measure again without it
 
@@ -24,7 +31,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import secrets
 import time
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -36,16 +45,18 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from common import (
     Home,
-    LoadResult,
     RawClient,
     Server,
+    WrkResult,
     log,
+    machine_load_row,
     make_client,
-    open_loop,
     proc_rss_mb,
-    report,
+    report_vs,
+    require_wrk,
     row,
     run_cli,
+    run_wrk,
     verdict,
 )
 
@@ -166,32 +177,34 @@ def filter_queries(n: int, seed: int) -> list[str]:
     ]
 
 
-def recommendations(n_users: int, n_results: int, seed: int, extra: list[str] | None = None) -> Any:
-    rng = np.random.default_rng(seed)
-    users = rng.integers(0, n_users, 1_000_000).tolist()
-    empty = [0]
+# Per request: a reader drawn uniformly from the loaded population, and with FILTERS one of
+# them (a URL-encoded filter query) too; answers are checked, their items counted.
+RECS_LUA = r"""
+local READERS, PATH = __READERS__, "/v1/recommendations?num_results=__NUM__&user_id=u"
+local FILTERS = {__FILTERS__}
+function init(args) math.randomseed(__SEED__ + thread_id) end
+function request()
+  local path = PATH .. math.random(0, READERS - 1)
+  if #FILTERS > 0 then path = path .. FILTERS[math.random(#FILTERS)] end
+  return wrk.format("GET", path)
+end
+function response(status, headers, body)
+  if status ~= 200 then count("refused") return end
+  local _, items = body:gsub('"item_id":', "")
+  count("items", items)
+  if items == 0 then count("empty") end
+end
+"""
 
-    async def request(client: RawClient, seq: int) -> int:
-        path = f"/v1/recommendations?user_id=u{users[seq % len(users)]}&num_results={n_results}"
-        if extra:
-            path += extra[seq % len(extra)]
-        status, body = await client.request("GET", path)
-        if status != 200:
-            raise RuntimeError(f"HTTP {status}: {body[:200]!r}")
-        got = len(orjson.loads(body)["items"])
-        if got == 0:
-            empty[0] += 1
-        return got
 
-    request.empty = empty  # type: ignore[attr-defined]
-    return request
-
-
-async def get_healthz(client: RawClient, seq: int) -> int:
-    status, _ = await client.request("GET", "/healthz")
-    if status != 200:
-        raise RuntimeError(f"HTTP {status}")
-    return 1
+def recs_script(readers: int, num_results: int, seed: int, filters: Sequence[str] = ()) -> str:
+    quoted = ", ".join(f'"{f}"' for f in filters)  # URL-encoded: nothing to escape in Lua
+    return (
+        RECS_LUA.replace("__READERS__", str(readers))
+        .replace("__NUM__", str(num_results))
+        .replace("__FILTERS__", quoted)
+        .replace("__SEED__", str(seed))
+    )
 
 
 async def archive_caught_up(client: RawClient, timeout_s: float = 900.0) -> float:
@@ -210,44 +223,73 @@ async def archive_caught_up(client: RawClient, timeout_s: float = 900.0) -> floa
     return time.perf_counter() - started
 
 
-async def measure(server: Server, args: argparse.Namespace, readers: int) -> dict[str, Any]:
-    rec = recommendations(readers, args.num_results, args.seed)
-    async with make_client(server, args.connections) as client:
+async def first_answer(server: Server, num_results: int, wait: bool) -> dict[str, Any]:
+    """Wait for the archive (unless not ``wait``), then one answer: what is served."""
+    async with make_client(server, 2) as client:
         archive_wait_s = 0.0
-        if not args.no_wait:
+        if wait:
             log("waiting for the archive to catch up (GET /readyz: archive_lag == 0)")
             archive_wait_s = await archive_caught_up(client)
             log(f"archive caught up after {archive_wait_s:.1f}s")
         status, body = await client.request(
-            "GET", f"/v1/recommendations?user_id=u0&num_results={args.num_results}"
+            "GET", f"/v1/recommendations?user_id=u0&num_results={num_results}"
         )
-        first = orjson.loads(body)
-        log(f"first answer: HTTP {status}, recipe {first.get('recipe')!r}")
-        log(f"warm-up: {args.warmup:.0f}s at {args.rate:.0f}/s")
-        await open_loop(client, rec, args.rate, args.warmup, server.pid)
-        log(f"measuring recommendations: {args.duration:.0f}s at {args.rate:.0f}/s")
-        recs = await open_loop(client, rec, args.rate, args.duration, server.pid)
-        log(f"baseline: GET /healthz, {args.duration:.0f}s at {args.rate:.0f}/s")
-        health = await open_loop(client, get_healthz, args.rate, args.duration, server.pid)
-        body = orjson.dumps({"expression": BENCH_FILTER.format(cutoff=time.time() - 7 * DAY)})
-        status, answer = await client.request("PUT", "/v1/filters/bench", body)
-        if status != 200:
-            raise RuntimeError(f"PUT /v1/filters/bench: HTTP {status}: {answer[:300]!r}")
-        filtered = recommendations(readers, args.num_results, 1, filter_queries(10_000, 2))
-        log(f"with a filter: {args.duration:.0f}s at {args.rate:.0f}/s")
-        await open_loop(client, filtered, args.rate, args.warmup, server.pid)
-        with_filter = await open_loop(client, filtered, args.rate, args.duration, server.pid)
-        models = orjson.loads((await client.request("GET", "/v1/models"))[1])
+    first = orjson.loads(body)
+    log(f"first answer: HTTP {status}, recipe {first.get('recipe')!r}")
     return {
         "archive_wait_s": round(archive_wait_s, 2),
-        "recs": recs,
-        "healthz": health,
-        "filtered": with_filter,
-        "filtered_empty": filtered.empty[0],
-        "empty_answers": rec.empty[0],
         "first": {k: first.get(k) for k in ("model_version", "recipe")},
-        "models": {k: models.get(k) for k in ("live_version", "served_version")},
     }
+
+
+def measure(server: Server, args: argparse.Namespace, readers: int) -> dict[str, Any]:
+    out = asyncio.run(first_answer(server, args.num_results, not args.no_wait))
+    t, c = args.threads, args.connections
+
+    def recs(
+        label: str, duration: float, rate: float | None = None, filters: Sequence[str] = ()
+    ) -> WrkResult:
+        script = recs_script(readers, args.num_results, secrets.randbelow(2**30), filters)
+        res = run_wrk(server, "/v1/recommendations", script, label, duration, t, c, rate)
+        log(
+            f"{label}: {res.rps():.0f} req/s, p50 {res.latency_ms['p50']:.1f} ms, "
+            f"p99 {res.latency_ms['p99']:.1f} ms, server CPU {res.cpu_pct('server'):.0f} % "
+            f"(loop {res.cpu_pct('loop'):.0f} %), wrk CPU {res.cpu_pct('client'):.0f} %"
+        )
+        return res
+
+    def healthz(label: str, duration: float, rate: float | None = None) -> WrkResult:
+        res = run_wrk(server, "/healthz", "", label, duration, t, c, rate)
+        log(f"{label}: {res.rps():.0f} req/s, p99 {res.latency_ms['p99']:.2f} ms")
+        return res
+
+    log(f"warm-up: {args.warmup:g}s flat out")
+    recs("warmup", args.warmup)
+    out["saturation"] = recs("recs", args.duration)
+    out["healthz"] = healthz("healthz", args.duration)
+    capacity = out["saturation"].rps()
+    rates = args.rates or [round(f * capacity) for f in args.fractions]
+    out["fixed"] = []
+    for rate in rates:
+        out["fixed"].append(
+            {
+                "rate": rate,
+                "fraction": rate / capacity,
+                "recs": recs(f"recs-{rate}", args.fixed_duration, rate),
+                "healthz": healthz(f"healthz-{rate}", args.fixed_duration, rate),
+            }
+        )
+    body = orjson.dumps({"expression": BENCH_FILTER.format(cutoff=time.time() - 7 * DAY)})
+    with httpx.Client(base_url=server.url, headers=server.headers(), timeout=30.0) as client:
+        answer = client.put("/v1/filters/bench", content=body)
+        if answer.status_code != 200:
+            raise RuntimeError(f"PUT /v1/filters/bench: HTTP {answer.status_code}: {answer.text}")
+        filters = filter_queries(1000, 2)
+        recs("filtered-warmup", args.warmup, rates[0], filters)
+        out["filtered"] = recs(f"filtered-{rates[0]}", args.fixed_duration, rates[0], filters)
+        models = client.get("/v1/models").json()
+    out["models"] = {k: models.get(k) for k in ("live_version", "served_version")}
+    return out
 
 
 def build(home: Home, args: argparse.Namespace) -> dict[str, Any]:
@@ -283,25 +325,129 @@ def build(home: Home, args: argparse.Namespace) -> dict[str, Any]:
     return setup
 
 
-def worst(result: LoadResult) -> float:
-    return max((w["p99_ms"] for w in result.timeline(5.0)), default=float("nan"))
+def rows_of(res: dict[str, Any], setup: dict[str, Any]) -> list[dict[str, Any]]:
+    sat: WrkResult = res["saturation"]
+    hz: WrkResult = res["healthz"]
+    rows = [
+        row("saturation: requests/s", sat.rps(), hz.rps()),
+        row("saturation: p50 latency (ms)", sat.latency_ms["p50"], hz.latency_ms["p50"]),
+        row("saturation: p99 latency (ms)", sat.latency_ms["p99"], hz.latency_ms["p99"]),
+        row("saturation: max latency (ms)", sat.latency_ms["max"], hz.latency_ms["max"]),
+        row("saturation: requests", sat.requests, hz.requests),
+        row(
+            "saturation: errors (socket + non-2xx), empty answers",
+            f"{sat.failed}, {int(sat.counts.get('empty', 0))}",
+            f"{hz.failed}",
+            "0",
+        ),
+        row("saturation: items per answer", _items(sat), None),
+        row("saturation: server CPU, with its worker (% of one core)", *_cpu(sat, hz, "server")),
+        row(
+            "saturation: server main thread, the event loop (% of one core)", *_cpu(sat, hz, "loop")
+        ),
+        row("saturation: client CPU, wrk (% of one core)", *_cpu(sat, hz, "client")),
+        row(
+            "saturation: server CPU per request (ms)",
+            sat.cpu_ms_per_request("server"),
+            hz.cpu_ms_per_request("server"),
+        ),
+        row(
+            "saturation: client CPU per request (ms)",
+            sat.cpu_ms_per_request("client"),
+            hz.cpu_ms_per_request("client"),
+        ),
+    ]
+    for i, fixed in enumerate(res["fixed"]):
+        rec: WrkResult = fixed["recs"]
+        base: WrkResult = fixed["healthz"]
+        at = f"at {fixed['rate']} req/s ({fixed['fraction']:.0%} of capacity)"
+        p99 = rec.latency_ms["p99"]
+        target = f"≤ {TARGET_P99_MS:.0f}: {verdict(p99 <= TARGET_P99_MS)}" if i == 0 else None
+        rows += [
+            row(f"{at}: achieved requests/s", rec.rps(), base.rps(), f"{fixed['rate']}"),
+            row(f"{at}: p50 latency (ms)", rec.latency_ms["p50"], base.latency_ms["p50"]),
+            row(f"{at}: p90 latency (ms)", rec.latency_ms["p90"], base.latency_ms["p90"]),
+            row(f"{at}: p99 latency (ms)", p99, base.latency_ms["p99"], target),
+            row(f"{at}: max latency (ms)", rec.latency_ms["max"], base.latency_ms["max"]),
+            row(
+                f"{at}: sends > 1 ms behind schedule, worst (ms)",
+                f"{int(rec.late_sends['n'])}, {rec.late_sends['max_ms']:.1f}",
+                f"{int(base.late_sends['n'])}, {base.late_sends['max_ms']:.1f}",
+            ),
+            row(
+                f"{at}: errors, empty answers",
+                f"{rec.failed + int(rec.counts.get('refused', 0))}, "
+                f"{int(rec.counts.get('empty', 0))}",
+                f"{base.failed}",
+                "0",
+            ),
+            row(f"{at}: server CPU (% of one core)", *_cpu(rec, base, "server")),
+            row(f"{at}: client CPU, wrk (% of one core)", *_cpu(rec, base, "client")),
+        ]
+    filtered: WrkResult = res["filtered"]
+    plain: WrkResult = res["fixed"][0]["recs"]
+    extra = filtered.latency_ms["p99"] - plain.latency_ms["p99"]
+    at = f"at {res['fixed'][0]['rate']} req/s"
+    rows += [
+        row(
+            f"with a filter {at}: p99 (ms), baseline the same rate without",
+            filtered.latency_ms["p99"],
+            plain.latency_ms["p99"],
+            f"≤ +{TARGET_FILTER_MS:.0f} ms: {verdict(extra <= TARGET_FILTER_MS)}",
+        ),
+        row(
+            f"with a filter {at}: p50 (ms), baseline without",
+            filtered.latency_ms["p50"],
+            plain.latency_ms["p50"],
+        ),
+        row(
+            f"with a filter {at}: errors, empty answers",
+            f"{filtered.failed + int(filtered.counts.get('refused', 0))}, "
+            f"{int(filtered.counts.get('empty', 0))}",
+        ),
+        row("served recipe", res["first"]["recipe"], None),
+        row("set-up: PUT items (s)", setup["put_items_s"]),
+        row("set-up: import interactions (s)", setup["import_s"]),
+        row("set-up: train (s)", setup["train_s"]),
+        row("set-up: server start with replay (s)", setup["server_startup_s"]),
+        row("set-up: wait for the archive to catch up (s)", res["archive_wait_s"]),
+    ]
+    phases = [sat, hz, filtered] + [f[k] for f in res["fixed"] for k in ("recs", "healthz")]
+    rows.append(machine_load_row(phases))
+    return rows
 
 
-def best(result: LoadResult) -> float:
-    return min((w["p99_ms"] for w in result.timeline(5.0)), default=float("nan"))
+def _cpu(a: WrkResult, b: WrkResult, which: str) -> tuple[float, float]:
+    return a.cpu_pct(which), b.cpu_pct(which)
+
+
+def _items(res: WrkResult) -> float:
+    answered = res.requests - res.counts.get("refused", 0)
+    return res.counts.get("items", 0) / answered if answered else float("nan")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rate", type=float, default=200.0, help="requests per second")
-    parser.add_argument("--duration", type=float, default=30.0, help="measured seconds")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds at saturation")
+    parser.add_argument("--fixed-duration", type=float, default=15.0, help="seconds per rate")
+    parser.add_argument(
+        "--fractions",
+        type=float,
+        nargs="+",
+        default=[0.25, 0.5],
+        help="fixed rates, as fractions of the measured capacity",
+    )
+    parser.add_argument(
+        "--rates", type=int, nargs="+", default=None, help="fixed rates (req/s), not fractions"
+    )
     parser.add_argument("--warmup", type=float, default=5.0, help="unmeasured seconds first")
     parser.add_argument("--items", type=int, default=50_000, help="catalog size")
     parser.add_argument("--users", type=int, default=100_000, help="distinct readers")
     parser.add_argument("--events-per-user", type=float, default=5.0, help="mean, at least 1")
     parser.add_argument("--topics", type=int, default=2000, help="taste clusters of items")
     parser.add_argument("--num-results", type=int, default=25, help="items per answer")
-    parser.add_argument("--connections", type=int, default=32, help="client connection pool")
     parser.add_argument("--item-batch", type=int, default=1000, help="items per PUT")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--small", action="store_true", help="~10x smaller, for a quick check")
@@ -319,7 +465,8 @@ def main() -> None:
         args.items //= 10
         args.users //= 10
         args.topics //= 10
-        args.duration, args.warmup = 10.0, 2.0
+        args.duration, args.fixed_duration, args.warmup = 8.0, 6.0, 2.0
+    require_wrk()
 
     home = Home(args.home)
     setup_file = home.path / "bench-setup.json"
@@ -337,68 +484,37 @@ def main() -> None:
         with Server(home) as server:
             setup["server_startup_s"] = round(server.startup_s, 2)
             log(f"server up in {server.startup_s:.1f}s (replays the log into the online state)")
-            res = asyncio.run(measure(server, args, int(setup["readers"])))
+            res = measure(server, args, int(setup["readers"]))
             setup["server_rss_mb"] = round(proc_rss_mb(server.pid), 1)
     finally:
         home.cleanup()
 
-    recs: LoadResult = res["recs"]
-    health: LoadResult = res["healthz"]
-    filtered: LoadResult = res["filtered"]
-    p99 = recs.pct(99)
-    rows = [
-        row(
-            "p99 latency (ms)",
-            p99,
-            health.pct(99),
-            f"≤ {TARGET_P99_MS:.0f}: {verdict(p99 <= TARGET_P99_MS)}",
-        ),
-        row("p50 latency (ms)", recs.pct(50), health.pct(50)),
-        row("p90 latency (ms)", recs.pct(90), health.pct(90)),
-        row("max latency (ms)", recs.pct(100), health.pct(100)),
-        row("worst 5-s window p99 (ms)", worst(recs), worst(health)),
-        row("best 5-s window p99 (ms)", best(recs), best(health)),
-        row("achieved requests/s", recs.rate(), health.rate(), f"{args.rate:.0f}"),
-        row("errors", recs.errors, health.errors, "0"),
-        row("empty answers", res["empty_answers"], None),
-        row("served recipe", res["first"]["recipe"], None),
-        row("client send lag p99 (ms)", recs.lag_pct(99), health.lag_pct(99)),
-        row(
-            "with a filter: p99 (ms), baseline without",
-            filtered.pct(99),
-            p99,
-            f"≤ +{TARGET_FILTER_MS:.0f} ms: {verdict(filtered.pct(99) - p99 <= TARGET_FILTER_MS)}",
-        ),
-        row("with a filter: p50 (ms), baseline without", filtered.pct(50), recs.pct(50)),
-        row("with a filter: errors, empty answers", filtered.errors, res["filtered_empty"]),
-        row("server CPU per request (ms)", recs.cpu_per_request_ms(), health.cpu_per_request_ms()),
-        row(
-            "server CPU, with its worker (% of one core)",
-            recs.cpu_pct("server"),
-            health.cpu_pct("server"),
-        ),
-        row("client CPU (% of one core)", recs.cpu_pct("client"), health.cpu_pct("client")),
-        row("set-up: PUT items (s)", setup["put_items_s"]),
-        row("set-up: import interactions (s)", setup["import_s"]),
-        row("set-up: train (s)", setup["train_s"]),
-        row("set-up: server start with replay (s)", setup["server_startup_s"]),
-        row("set-up: wait for the archive to catch up (s)", res["archive_wait_s"]),
-    ]
-    report(
+    report_vs(
         "serve",
-        f"serve: GET /v1/recommendations at {args.rate:.0f}/s for {args.duration:.0f} s, "
-        f"{setup['items']:,} items, {setup['readers']:,} readers, {setup['events']:,} events "
-        "(baseline: GET /healthz at the same rate)",
-        rows,
+        f"serve: GET /v1/recommendations, random readers, {setup['items']:,} items, "
+        f"{setup['readers']:,} readers, {setup['events']:,} events; wrk -t{args.threads} "
+        f"-c{args.connections}, {args.duration:g} s at saturation, {args.fixed_duration:g} s "
+        "per fixed rate (baseline: GET /healthz, same way)",
+        rows_of(res, setup),
         {
             "args": vars(args),
             "setup": setup,
-            "recommendations": recs.summary(),
-            "healthz": health.summary(),
-            "filtered": filtered.summary(),
+            "saturation": res["saturation"].summary(),
+            "healthz": res["healthz"].summary(),
+            "fixed": [
+                {
+                    "rate": f["rate"],
+                    "fraction": round(f["fraction"], 3),
+                    "recommendations": f["recs"].summary(),
+                    "healthz": f["healthz"].summary(),
+                }
+                for f in res["fixed"]
+            ],
+            "filtered": res["filtered"].summary(),
             "first_answer": res["first"],
             "models": res["models"],
         },
+        ("GET /v1/recommendations", "GET /healthz"),
     )
 
 
