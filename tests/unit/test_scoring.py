@@ -6,6 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+import scipy.sparse as sp
 
 from clickrec.models.base import Artifact, Interactions, RecipeParams
 from clickrec.models.online import OnlineState, state_from
@@ -419,3 +420,22 @@ def test_a_process_that_saw_the_same_events_gives_the_same_scores(blog_data, art
         )
     trending, _ = server.shared()
     assert ids(running, top_n(trending, 1)) == ["post-c"]  # the month's only read trends
+
+
+def test_the_last_days_trending_keeps_a_place_beside_the_last_hours() -> None:
+    state = OnlineState(trending_half_life_hours=6.0)
+    now = 1_700_000_000.0
+    yesterday = [now - 20 * 3600 + k for k in range(40)]  # read a lot, 20 hours ago
+    state.observe([f"u:{k}" for k in range(40)], ["yesterday"] * 40, yesterday)
+    state.observe(["u:a", "u:b", "u:c"], ["earlier"] * 3, [now - 7200] * 3)  # 2 h ago, 3 reads
+    state.observe(["u:d", "u:e"], ["just-now"] * 2, [now - 600, now - 300])
+
+    def order(slow: float) -> list[str]:
+        params = RecipeParams(trending_half_life_hours=1.0, slow_trending_weight=slow)
+        empty = sp.csr_matrix((0, 0))
+        model = Artifact("trending-now", np.array([], dtype=str), np.zeros(0), empty, now, params)
+        values = Scorer(model, state, NO_EXPLORATION).for_reader("u:new").values
+        return ids(state, top_n(values, 3))
+
+    assert order(0.0) == ["just-now", "earlier", "yesterday"]  # the last hour only
+    assert order(1.0) == ["just-now", "yesterday", "earlier"]  # the last day beside it

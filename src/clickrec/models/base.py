@@ -70,6 +70,9 @@ class RecipeParams:
     # The trending half-life this model scores with (one the online state tracks: its own
     # or TRACKED_HALF_LIVES); None: the serving setting.
     trending_half_life_hours: float | None = None
+    # Weight of the last day's trending (24 h half-life) added to that trending: posts a
+    # day old that readers still come to keep a place beside the last hour's; 0: none.
+    slow_trending_weight: float = 0.0
     # What "read together" means for similarity: "session" (one visit) or "reader" (all
     # of a reader's newest ``session_window`` reads: long tastes, as in film ratings).
     cooccurrence: str = "session"

@@ -185,8 +185,12 @@ class Scorer:
             now = state.newest_event_time
             bonus = self.freshness(now, n) if np.isfinite(now) else np.zeros(n)
             bonus[~state.available(now)] = -np.inf
-            half_life = self.artifact.params.trending_half_life_hours if self.artifact else None
-            trending = state.trending(half_life)
+            params = self.artifact.params if self.artifact else None
+            trending = state.trending(params.trending_half_life_hours if params else None)
+            if params is not None and params.slow_trending_weight > 0:
+                # What trended over the last day too: older posts still read keep a place.
+                trending = trending + params.slow_trending_weight * state.trending(24.0)
+                trending = trending / max(float(trending.max()), 1e-12)
             self._plain_trending = trending  # for the section prior (no tiebreak, no context)
             self._cache = (trending + NEWEST_TIEBREAK * state.newness(), bonus)
             self._cache_key, self._cache_seen = key, seen

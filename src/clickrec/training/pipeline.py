@@ -66,6 +66,13 @@ def candidates(base: RecipeParams) -> list[Candidate]:
             )
             for h in TRENDING_HALF_LIVES
         ),
+        # The last hour's trending with the last day's beside it: a post from yesterday
+        # that readers still come to keeps a place (news read over a day or two).
+        Candidate(
+            "trending-now/1h+day",
+            "trending-now",
+            replace(base, trending_half_life_hours=1.0, slow_trending_weight=0.3),
+        ),
         Candidate("user-personalization/next-read", "user-personalization", next_read),
         # Long tastes (films, products): everything a reader read, over a year, links items.
         Candidate(
@@ -111,6 +118,17 @@ def candidates(base: RecipeParams) -> list[Candidate]:
                 blend="product",
                 trending_half_life_hours=1.0,
                 category_weight=1.0,
+                fresh_weight=1.0,
+            ),
+        ),
+        Candidate(
+            "user-personalization/within-trending/1h+day+fresh",
+            "user-personalization",
+            replace(
+                base,
+                blend="product",
+                trending_half_life_hours=1.0,
+                slow_trending_weight=0.3,
                 fresh_weight=1.0,
             ),
         ),
