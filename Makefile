@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint security browser bench demo clean
+.PHONY: run test check lint security browser bench demo clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,15 @@ run: $(STAMP)
 test: $(STAMP) security browser
 	$(BIN)/ruff check src tests bench tools
 	$(BIN)/mypy src
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
+
+# The fast loop while coding (well under a minute): lint, types, layers, unit tests.
+check: $(STAMP)
+	$(BIN)/ruff check src tests bench tools
+	$(BIN)/mypy src
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest -q tests/unit
 
 # The dashboard test drives a real headless Chromium (Debian's chromium + chromium-driver).
 # Installed when this machine can (root with apt); otherwise that one test is skipped,
@@ -39,6 +47,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench tools
 	$(BIN)/ruff format --check src tests bench tools
 	$(BIN)/mypy src
+	$(BIN)/lint-imports
 
 # The demo lands in the home the engine uses: $CLICKREC_HOME, else ./var.
 DEMO = $${CLICKREC_HOME:-var}/demo
