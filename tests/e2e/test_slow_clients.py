@@ -107,6 +107,8 @@ def test_a_body_trickling_in_gets_408_at_its_deadline(server: tuple[int, str]) -
 
 
 def _trickle_on(sock: socket.socket, data: bytes) -> tuple[bytes, int]:
+    """Send ``data`` a byte every TRICKLE seconds until an answer starts; then read the
+    whole answer (headers and body may come in separate packets)."""
     sock.settimeout(TRICKLE)
     sent = 0
     answer = b""
@@ -119,7 +121,22 @@ def _trickle_on(sock: socket.socket, data: bytes) -> tuple[bytes, int]:
             continue
         if b"\r\n\r\n" in answer:
             break
-    return answer, sent
+    sock.settimeout(5.0)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    length = next(
+        (
+            int(line.split(b":")[1])
+            for line in head.lower().split(b"\r\n")
+            if line.startswith(b"content-length:")
+        ),
+        0,
+    )
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return head + b"\r\n\r\n" + body, sent
 
 
 def test_headers_trickling_in_get_408_and_the_connection_closes(

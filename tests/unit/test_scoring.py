@@ -439,3 +439,21 @@ def test_the_last_days_trending_keeps_a_place_beside_the_last_hours() -> None:
 
     assert order(0.0) == ["just-now", "earlier", "yesterday"]  # the last hour only
     assert order(1.0) == ["just-now", "yesterday", "earlier"]  # the last day beside it
+
+
+def test_settle_brings_a_running_scorer_to_every_event(blog_data, artifact) -> None:
+    """Below the 0.1 % a request waits for, one event leaves the shared terms behind; the
+    serving refresher's settle brings them level with a process that saw every event."""
+    data, facts = blog_data
+    running = state_from(data, facts, trending_half_life_hours=6.0, history_length=50)
+    server = Scorer(artifact, running, Exploration())
+    server.for_reader("u:someone")
+    one_more = running.newest_event_time - 86400.0  # a late event: little weight today
+    running.observe(["u:visitor"], ["post-c"], [one_more])
+    fresh = state_from(data, facts, trending_half_life_hours=6.0, history_length=50)
+    fresh.observe(["u:visitor"], ["post-c"], [one_more])
+    batch = Scorer(artifact, fresh, Exploration())
+    server.settle()
+    np.testing.assert_allclose(
+        server.for_reader("u:someone-else").values, batch.for_reader("u:someone-else").values
+    )

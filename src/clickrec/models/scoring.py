@@ -172,13 +172,24 @@ class Scorer:
         ``bonus`` is the exploration bonus, -inf where an item may not be shown. Both are
         recomputed after any catalog change and once the events since bring 0.1% of the
         trending mass (weighted by recency, so one event after a quiet month counts in
-        full), not per request: they cost O(items). So every process that has seen the
-        same events gives the same list, up to that 0.1%.
+        full), not per request: they cost O(items). ``settle`` (the serving refresher,
+        a few times a second) catches up with every event, so every process that has
+        seen the same events gives the same list once the stream pauses, and within
+        that 0.1% while it flows.
         """
+        return self._shared(exact=False)
+
+    def settle(self) -> None:
+        """Bring the shared terms up to every event seen (off the request path)."""
+        self._shared(exact=True)
+
+    def _shared(self, exact: bool) -> tuple[np.ndarray, np.ndarray]:
         state = self.state
         seen = state.events_seen
         key = (state.catalog_version, state.n_items)
-        stale = seen != self._cache_seen and state.trend_added_since(self._cache_mark) > 1e-3
+        stale = seen != self._cache_seen and (
+            exact or state.trend_added_since(self._cache_mark) > 1e-3
+        )
         if key != self._cache_key or stale:
             self._cache_mark = state.trend_mass_mark()
             n = state.n_items

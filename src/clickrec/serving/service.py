@@ -326,6 +326,7 @@ class Recommender:
                     pass
                 self.state.coreads.compact()  # off the request path
                 self.state.content.maintain()
+                self.scorer.settle()  # the shared terms exact once the stream pauses
                 self.refresh_catalog()
                 since_model += interval
                 if since_model >= model_poll:
