@@ -201,8 +201,9 @@ class KeyRing:
         return done
 
     def sigv4_credentials(self, presented_access_key_id: str) -> SigV4Credentials | None:
-        """The principal and SigV4 secret of an access key id; None if no such key. The
-        caller checks the signature first, then ``check_live`` (revoked, expired)."""
+        """The principal and SigV4 secret of an access key id, with whether it is revoked
+        and when it expires; None if no such key. The caller checks the signature first,
+        and only then the key's state (``api.sigv4.verify``), so a guesser learns nothing."""
         now = time.monotonic()
         with self._lock:
             hit = self._sigv4_cache.get(presented_access_key_id)
