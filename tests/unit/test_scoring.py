@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -457,3 +459,19 @@ def test_settle_brings_a_running_scorer_to_every_event(blog_data, artifact) -> N
     np.testing.assert_allclose(
         server.for_reader("u:someone-else").values, batch.for_reader("u:someone-else").values
     )
+
+
+def test_a_model_may_carry_its_own_exploration_weight(artifact, state) -> None:
+    """The replay may choose a model with more or less exploration than serving's setting."""
+    young = idx(state, "post-d")
+    state.published_at[young] = state.newest_event_time - 3600.0  # an hour old
+    serving = Exploration(weight=0.3)
+    bonus = {
+        weight: Scorer(
+            replace(artifact, params=replace(artifact.params, exploration_weight=weight)),
+            state,
+            serving,
+        ).shared()[1][young]
+        for weight in (None, 0.0, 0.6)
+    }
+    assert bonus[0.0] == 0.0 < bonus[None] < bonus[0.6]

@@ -73,6 +73,9 @@ class RecipeParams:
     # Weight of the last day's trending (24 h half-life) added to that trending: posts a
     # day old that readers still come to keep a place beside the last hour's; 0: none.
     slow_trending_weight: float = 0.0
+    # The exploration weight this model scores with (young, unproven posts' bonus); None:
+    # serving's setting (``serving.exploration_weight``).
+    exploration_weight: float | None = None
     # What "read together" means for similarity: "session" (one visit) or "reader" (all
     # of a reader's newest ``session_window`` reads: long tastes, as in film ratings).
     cooccurrence: str = "session"

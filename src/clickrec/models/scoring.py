@@ -7,7 +7,7 @@ moment ago changes the next answer without retraining. Items the model never saw
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -67,7 +67,11 @@ class Scorer:
     ) -> None:
         self.artifact = artifact
         self.state = state
-        self.exploration = exploration
+        override = artifact.params.exploration_weight if artifact is not None else None
+        # A model may carry the exploration weight its replay chose; else serving's setting.
+        self.exploration = (
+            exploration if override is None else replace(exploration, weight=override)
+        )
         # How strongly a request's context (device, referrer…) bends trending toward what
         # trends among events with that context; 0 ignores contexts.
         self.context_weight = context_weight

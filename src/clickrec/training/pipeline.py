@@ -73,6 +73,14 @@ def candidates(base: RecipeParams) -> list[Candidate]:
             "trending-now",
             replace(base, trending_half_life_hours=1.0, slow_trending_weight=0.3),
         ),
+        # ... with more exploration: a news desk whose readers follow what is brand new.
+        Candidate(
+            "trending-now/1h+day/explore-more",
+            "trending-now",
+            replace(
+                base, trending_half_life_hours=1.0, slow_trending_weight=0.3, exploration_weight=0.6
+            ),
+        ),
         Candidate("user-personalization/next-read", "user-personalization", next_read),
         # Long tastes (films, products): everything a reader read, over a year, links items.
         Candidate(
@@ -130,6 +138,19 @@ def candidates(base: RecipeParams) -> list[Candidate]:
                 trending_half_life_hours=1.0,
                 slow_trending_weight=0.3,
                 fresh_weight=1.0,
+            ),
+        ),
+        # ... with less exploration: readers who keep to their sections need fewer strangers.
+        Candidate(
+            "user-personalization/sections+fresh/explore-less",
+            "user-personalization",
+            replace(
+                base,
+                blend="product",
+                trending_half_life_hours=1.0,
+                category_weight=1.0,
+                fresh_weight=1.0,
+                exploration_weight=0.15,
             ),
         ),
         # ... and posts that share words with what the reader read (a catalog with titles,
