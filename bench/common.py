@@ -956,3 +956,22 @@ def machine_load_row(phases: Sequence[WrkResult]) -> dict[str, Any]:
         None,
         f"{os.cpu_count()} cores; other work shares them",
     )
+
+
+def run_healthz(
+    server: Server,
+    label: str,
+    duration_s: float,
+    threads: int = 2,
+    connections: int = 32,
+    rate: float | None = None,
+) -> WrkResult:
+    """``GET /healthz`` under the same load as a phase beside it: the same-run baseline."""
+    res = run_wrk(server, "/healthz", "", label, duration_s, threads, connections, rate)
+    log(f"{label}: {res.rps():.0f} req/s, p99 {res.latency_ms['p99']:.2f} ms")
+    return res
+
+
+def cpu_pair(a: WrkResult, b: WrkResult, which: str) -> tuple[float, float]:
+    """Two phases' CPU (% of one core) of ``which``: server, loop or client."""
+    return a.cpu_pct(which), b.cpu_pct(which)

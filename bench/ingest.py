@@ -37,12 +37,14 @@ from common import (
     Home,
     Server,
     WrkResult,
+    cpu_pair,
     log,
     machine_load_row,
     proc_rss_mb,
     report_vs,
     require_wrk,
     row,
+    run_healthz,
     run_wrk,
     verdict,
 )
@@ -142,9 +144,7 @@ def measure(server: Server, args: argparse.Namespace, pool: Path) -> dict[str, A
         return res
 
     def healthz(label: str, duration: float, rate: float | None = None) -> WrkResult:
-        res = run_wrk(server, "/healthz", "", label, duration, t, c, rate)
-        log(f"{label}: {res.rps():.0f} req/s, p99 {res.latency_ms['p99']:.2f} ms")
-        return res
+        return run_healthz(server, label, duration, t, c, rate)
 
     log(f"warm-up: {args.warmup:g}s of ingest")
     ingest("warmup", args.event_ids, args.warmup)
@@ -193,11 +193,14 @@ def rows_of(res: dict[str, Any]) -> list[dict[str, Any]]:
             f"{hz.failed}",
             "0",
         ),
-        row("saturation: server CPU, with its worker (% of one core)", *_cpu(sat, hz, "server")),
         row(
-            "saturation: server main thread, the event loop (% of one core)", *_cpu(sat, hz, "loop")
+            "saturation: server CPU, with its worker (% of one core)", *cpu_pair(sat, hz, "server")
         ),
-        row("saturation: client CPU, wrk (% of one core)", *_cpu(sat, hz, "client")),
+        row(
+            "saturation: server main thread, the event loop (% of one core)",
+            *cpu_pair(sat, hz, "loop"),
+        ),
+        row("saturation: client CPU, wrk (% of one core)", *cpu_pair(sat, hz, "client")),
         row(
             "saturation: server CPU per request (ms)",
             sat.cpu_ms_per_request("server"),
@@ -234,16 +237,12 @@ def rows_of(res: dict[str, Any]) -> list[dict[str, Any]]:
                 f"{int(base.late_sends['n'])}, {base.late_sends['max_ms']:.1f}",
             ),
             row(f"{at}: errors", ing.failed + int(ing.counts.get("refused", 0)), base.failed, "0"),
-            row(f"{at}: server CPU (% of one core)", *_cpu(ing, base, "server")),
-            row(f"{at}: client CPU, wrk (% of one core)", *_cpu(ing, base, "client")),
+            row(f"{at}: server CPU (% of one core)", *cpu_pair(ing, base, "server")),
+            row(f"{at}: client CPU, wrk (% of one core)", *cpu_pair(ing, base, "client")),
         ]
     phases = _phases(res)
     rows.append(machine_load_row(phases))
     return rows
-
-
-def _cpu(a: WrkResult, b: WrkResult, which: str) -> tuple[float, float]:
-    return a.cpu_pct(which), b.cpu_pct(which)
 
 
 def _phases(res: dict[str, Any]) -> list[WrkResult]:

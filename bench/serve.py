@@ -48,6 +48,7 @@ from common import (
     RawClient,
     Server,
     WrkResult,
+    cpu_pair,
     log,
     machine_load_row,
     make_client,
@@ -56,6 +57,7 @@ from common import (
     require_wrk,
     row,
     run_cli,
+    run_healthz,
     run_wrk,
     verdict,
 )
@@ -259,9 +261,7 @@ def measure(server: Server, args: argparse.Namespace, readers: int) -> dict[str,
         return res
 
     def healthz(label: str, duration: float, rate: float | None = None) -> WrkResult:
-        res = run_wrk(server, "/healthz", "", label, duration, t, c, rate)
-        log(f"{label}: {res.rps():.0f} req/s, p99 {res.latency_ms['p99']:.2f} ms")
-        return res
+        return run_healthz(server, label, duration, t, c, rate)
 
     log(f"warm-up: {args.warmup:g}s flat out")
     recs("warmup", args.warmup)
@@ -341,11 +341,14 @@ def rows_of(res: dict[str, Any], setup: dict[str, Any]) -> list[dict[str, Any]]:
             "0",
         ),
         row("saturation: items per answer", _items(sat), None),
-        row("saturation: server CPU, with its worker (% of one core)", *_cpu(sat, hz, "server")),
         row(
-            "saturation: server main thread, the event loop (% of one core)", *_cpu(sat, hz, "loop")
+            "saturation: server CPU, with its worker (% of one core)", *cpu_pair(sat, hz, "server")
         ),
-        row("saturation: client CPU, wrk (% of one core)", *_cpu(sat, hz, "client")),
+        row(
+            "saturation: server main thread, the event loop (% of one core)",
+            *cpu_pair(sat, hz, "loop"),
+        ),
+        row("saturation: client CPU, wrk (% of one core)", *cpu_pair(sat, hz, "client")),
         row(
             "saturation: server CPU per request (ms)",
             sat.cpu_ms_per_request("server"),
@@ -381,8 +384,8 @@ def rows_of(res: dict[str, Any], setup: dict[str, Any]) -> list[dict[str, Any]]:
                 f"{base.failed}",
                 "0",
             ),
-            row(f"{at}: server CPU (% of one core)", *_cpu(rec, base, "server")),
-            row(f"{at}: client CPU, wrk (% of one core)", *_cpu(rec, base, "client")),
+            row(f"{at}: server CPU (% of one core)", *cpu_pair(rec, base, "server")),
+            row(f"{at}: client CPU, wrk (% of one core)", *cpu_pair(rec, base, "client")),
         ]
     filtered: WrkResult = res["filtered"]
     plain: WrkResult = res["fixed"][0]["recs"]
@@ -415,10 +418,6 @@ def rows_of(res: dict[str, Any], setup: dict[str, Any]) -> list[dict[str, Any]]:
     phases = [sat, hz, filtered] + [f[k] for f in res["fixed"] for k in ("recs", "healthz")]
     rows.append(machine_load_row(phases))
     return rows
-
-
-def _cpu(a: WrkResult, b: WrkResult, which: str) -> tuple[float, float]:
-    return a.cpu_pct(which), b.cpu_pct(which)
 
 
 def _items(res: WrkResult) -> float:
