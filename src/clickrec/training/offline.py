@@ -72,6 +72,27 @@ def default_candidates() -> list[Candidate]:
     ]
 
 
+def _served(
+    model: type[RecipeModel],
+    cands: Sequence[Candidate],
+    trending_half_life_hours: float,
+    history_length: int,
+    exploration: Exploration,
+) -> list[LiveModel]:
+    """Each candidate as serving runs it, as ``model`` (``RecipeModel`` or a subclass)."""
+    return [
+        model(
+            cand.name,
+            cand.recipe,
+            cand.params,
+            _trending_half_life(cand, trending_half_life_hours),
+            history_length,
+            exploration=exploration,
+        )
+        for cand in cands
+    ]
+
+
 def _trending_half_life(cand: Candidate, default: float) -> float:
     """The online state's trending half-life for a candidate.
 
@@ -469,17 +490,7 @@ def replay(
         stream = first_touches(data, cut, max_events, seed)
     except ValueError as exc:
         raise InvalidInput(f"no replay possible: {exc}") from exc
-    models: list[LiveModel] = [
-        RecipeModel(
-            cand.name,
-            cand.recipe,
-            cand.params,
-            _trending_half_life(cand, trending_half_life_hours),
-            history_length,
-            exploration=exploration,
-        )
-        for cand in cands
-    ]
+    models = _served(RecipeModel, cands, trending_half_life_hours, history_length, exploration)
     models += [
         LivePopularity(BASELINE_TRENDING, trending_half_life_hours),
         LivePopularity(BASELINE_POPULARITY),
@@ -524,17 +535,9 @@ def leave_last_out(
         raise InvalidInput(
             "no leave-last-out possible: no reader has a new item after an earlier one"
         )
-    models: list[LiveModel] = [
-        llo.ScoredRecipeModel(
-            cand.name,
-            cand.recipe,
-            cand.params,
-            _trending_half_life(cand, trending_half_life_hours),
-            history_length,
-            exploration=exploration,
-        )
-        for cand in cands
-    ]
+    models = _served(
+        llo.ScoredRecipeModel, cands, trending_half_life_hours, history_length, exploration
+    )
     models.append(llo.ScoredPopularity(BASELINE_POPULARITY))
     counts = {
         "users": float(data.n_readers),

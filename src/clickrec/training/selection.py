@@ -124,12 +124,11 @@ def replay_scores(
     train = data.subset(stream.train)
     progress("fit")
     artifacts = [fit_cached(recipe, train, params, cache) for _, recipe, params in configs]
-    published, categories = _catalog_columns(data, setup.item_facts)
-    facts = {
-        str(item_id): (None if np.isnan(when) else float(when), cats)
-        for item_id, when, cats in zip(
-            data.item_ids.tolist(), published.tolist(), categories, strict=True
-        )
+    known = setup.item_facts
+    facts = {  # what the catalog says of each item of the data; nothing known: nothing said
+        item_id: (when, list(cats or []))
+        for item_id in map(str, data.item_ids.tolist())
+        for when, cats in [known.get(item_id, (None, []))]
     }
     state = state_from(
         train, facts, setup.trending_half_life_hours, setup.history_length, setup.seen_length
@@ -166,18 +165,3 @@ def replay_scores(
         name: {key: figures[key] for key in REPORTED}
         for (name, _, _), figures in zip(configs, (rates(r, (10, 20)) for r in ranks), strict=True)
     }
-
-
-def _catalog_columns(
-    data: Interactions, facts: Mapping[str, tuple[float | None, list[str]]]
-) -> tuple[np.ndarray, list[list[str]]]:
-    """Publication time (NaN: unknown) and categories per item of ``data``."""
-    published = np.full(data.n_items, np.nan)
-    categories: list[list[str]] = [[] for _ in range(data.n_items)]
-    for k, item_id in enumerate(data.item_ids.tolist()):
-        fact = facts.get(str(item_id))
-        if fact is not None:
-            when, cats = fact
-            published[k] = np.nan if when is None else when
-            categories[k] = list(cats or [])
-    return published, categories
