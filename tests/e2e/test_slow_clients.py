@@ -5,7 +5,6 @@ connection is closed."""
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from clickrec.testing.crash import free_port, wait_for
+from clickrec.testing.crash import serving
 
 pytestmark = [pytest.mark.e2e]
 CLI = [sys.executable, "-m", "clickrec.cli"]
@@ -35,30 +34,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, str]
         [*CLI, "init", "--home", str(home)], capture_output=True, text=True, env=env, check=True
     )
     admin = next(line for line in init.stdout.splitlines() if line.startswith("ck_"))
-    port = free_port()
-    proc = subprocess.Popen(
-        [*CLI, "serve", "--home", str(home), "--port", str(port), "--train-interval", "60"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-
-    def healthy() -> bool:
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    try:
-        wait_for(healthy, 60)
-        yield port, admin
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with serving(home, ["--train-interval", "60"], env) as (url, _):
+        yield int(url.rsplit(":", 1)[1]), admin
 
 
 def _trickle(port: int, data: bytes) -> tuple[bytes, int]:
