@@ -37,24 +37,10 @@ def start(home: Path, env: dict[str, str]) -> Engine:
 
 @pytest.fixture
 def engine(tmp_path: Path, env: dict[str, str]) -> Iterator[Engine]:
+    """The engine on PostgreSQL; conftest's ``client`` and ``keys`` use this one."""
     eng = start(tmp_path / "home", env)
     yield eng
     eng.close()
-
-
-@pytest.fixture
-def client(engine: Engine) -> Iterator[TestClient]:
-    with TestClient(create_app(engine)) as c:
-        yield c
-
-
-@pytest.fixture
-def keys(engine: Engine) -> H:
-    out = {}
-    for scope in ("ingest", "read", "admin"):
-        key, _ = engine.keys.create(scope, None, engine.clock.now())
-        out[scope] = {"Authorization": f"Bearer {key}"}
-    return out
 
 
 def load_blog(client: TestClient, keys: H) -> list[dict]:
