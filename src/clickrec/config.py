@@ -108,6 +108,11 @@ class ServingSettings(Section):
     exploration_weight: float = Field(default=0.3, ge=0, le=1)
     exploration_item_age_cutoff_days: float = Field(default=2.0, gt=0)
     model_poll_seconds: float = Field(default=1.0, gt=0)
+    catch_up_seconds: float = Field(default=0.05, ge=0, le=5)
+    """Read-your-writes across processes: before an answer, a server behind the event log's
+    head (events another replica or an import appended) applies them, waiting at most this
+    long; past it the answer goes out and clickrec_answers_behind_log_total counts it.
+    0: only the background tail (every 0.25 s) brings others' events."""
     replay_events: int = Field(default=2_000_000, ge=0)
     """How many of the newest log events rebuild the online state at start-up."""
     session_idle_minutes: float = Field(default=30.0, ge=0)

@@ -84,6 +84,7 @@ class Engine:
                 s.replay_events,
                 self.data_keys,
                 s.context_weight,
+                s.catch_up_seconds,
             )
         if self.recommender is not None:
             self.log.before_commit = self.recommender.claim

@@ -31,6 +31,7 @@ def create_app(engine: Engine) -> FastAPI:
     app.state.series = Series(Sample(engine.clock.now(), read_counters(metrics)))
     if engine.recommender is not None:
         engine.recommender.on_fresh = lambda path, s: metrics.freshness.labels(path).observe(s)
+        engine.recommender.on_behind = metrics.answers_behind.inc
     raw = RawRoutes(
         engine.keys,
         [

@@ -31,6 +31,7 @@ class Metrics:
     model_metric: Gauge
     training_seconds: Gauge
     recommendations_served: Counter
+    answers_behind: Counter
     recommendation_clicks: Counter
     online_readers: Gauge
 
@@ -118,6 +119,12 @@ def create_metrics() -> Metrics:
             "clickrec_recommendations_served",
             "Recommendation lists answered, by endpoint (the denominator of the online CTR)",
             ["endpoint"],
+            registry=registry,
+        ),
+        answers_behind=Counter(
+            "clickrec_answers_behind_log",
+            "Answers that went out before this server caught up with events other processes "
+            "appended (the wait is bounded by serving.catch_up_seconds)",
             registry=registry,
         ),
         recommendation_clicks=Counter(

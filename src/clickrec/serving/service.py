@@ -119,8 +119,10 @@ class Recommender:
         replay_events: int,
         data_keys: DataKeys | None = None,
         context_weight: float = 1.0,
+        catch_up_seconds: float = 0.05,
     ) -> None:
         self.data_keys = data_keys
+        self.catch_up_seconds = catch_up_seconds
         self.context_weight = context_weight
         self.log_store = log_store
         self.catalog = catalog
@@ -139,6 +141,8 @@ class Recommender:
         # Told (path, seconds) per batch applied: how long after its acknowledgement the
         # batch's oldest event reached the online state ("own" requests, the "tail").
         self.on_fresh: Callable[[str, float], None] | None = None
+        # Told when an answer had to go out before this process caught up with the log.
+        self.on_behind: Callable[[], None] | None = None
         self._item_fields: list[dict[str, Any] | None] = []  # per item index, for filters
         self._columns: tuple[tuple[int, int], CatalogColumns] | None = None
         self._replay(replay_events)
@@ -232,11 +236,15 @@ class Recommender:
         parsed = parse_contexts(contexts) if contexts is not None else None
         self.state.observe(readers, items, timestamps, merges, event_types, parsed)
 
-    def catch_up(self, limit: int = 10_000) -> int:
+    def catch_up(self, limit: int = 10_000, wait: float | None = None) -> int:
         """Apply events appended by other processes (imports, other servers); returns how
-        many log rows it moved past, 0 when caught up. Seqs claimed by this process's own
-        requests are skipped, so every event is applied exactly once."""
-        with self._tail_lock:
+        many log rows it moved past, 0 when caught up, -1 when another thread held the tail
+        for longer than ``wait`` seconds (None: as long as it takes). Seqs claimed by this
+        process's own requests are skipped, so every event is applied exactly once; the
+        cursor moves only with the events applied, so whoever sees it sees them."""
+        if not self._tail_lock.acquire(timeout=-1 if wait is None else max(wait, 0.0)):
+            return -1
+        with _held(self._tail_lock):
             last = self.log_store.last_seq()
             if last <= self._cursor:
                 return 0
@@ -254,14 +262,36 @@ class Recommender:
                 fresh = [i for i, s in enumerate(seqs) if s not in self._local]
                 # Every seq passed, read or not: an erased one leaves a gap in the log.
                 self._local.difference_update(range(self._cursor + 1, seqs[-1] + 1))
+            if fresh:
+                applied = table.take(fresh)
+                self._apply_table(applied.select(list(ONLINE_COLUMNS)))
             self._cursor = seqs[-1]
-        if fresh:
-            applied = table.take(fresh)
-            self._apply_table(applied.select(list(ONLINE_COLUMNS)))
-            if self.on_fresh is not None:
-                oldest = pc.min(applied.column("received_at")).as_py()
-                self.on_fresh("tail", max(0.0, time.time() - oldest))
+        if fresh and self.on_fresh is not None:
+            oldest = pc.min(applied.column("received_at")).as_py()
+            self.on_fresh("tail", max(0.0, time.time() - oldest))
         return len(seqs)
+
+    def current(self) -> None:
+        """Read-your-writes across processes: before an answer, apply what other processes
+        (another replica, an import) appended up to the log's head now, waiting at most
+        ``catch_up_seconds``; past the bound the answer goes out and ``on_behind`` is told.
+        One look at the log's head when this process is current."""
+        if self.catch_up_seconds <= 0:
+            return
+        head = self.log_store.last_seq()
+        if head <= self._cursor:
+            return
+        deadline = time.monotonic() + self.catch_up_seconds
+        while self._cursor < head:
+            moved = self.catch_up(wait=deadline - time.monotonic())
+            if moved < 0:
+                break  # the bound passed (waiting for the refresher's pass, or reading)
+            if moved == 0:
+                return  # the head moved back (an erasure leaves a gap) or others caught up
+        else:
+            return
+        if self.on_behind is not None:
+            self.on_behind()
 
     def lag(self, last_seq: int) -> int:
         """Log events not yet in the online state (other processes' appends)."""
@@ -338,6 +368,7 @@ class Recommender:
     # -- answering -----------------------------------------------------------------------
     def history(self, user_id: str, limit: int) -> list[dict[str, Any]]:
         """The reader's recent reads as the engine sees them now, newest first."""
+        self.current()
         with self.state.lock:
             items, times = self.state.history(reader_key(user_id, ""))
             ids = self.state.item_ids
@@ -492,6 +523,7 @@ class Recommender:
     ) -> Ranked:
         if not user_id and not session_id:
             raise InvalidInput("give user_id or session_id")
+        self.current()
         reader = reader_key(user_id, session_id or "")
         scorer = self.scorer
         rec_id = uuid.uuid4().hex
@@ -517,6 +549,7 @@ class Recommender:
         extras: Extras | None = None,
         context: dict[str, str] | None = None,
     ) -> Ranked:
+        self.current()
         scorer = self.scorer
         rec_id = uuid.uuid4().hex
         promotions = extras.promotions if extras else ()
@@ -545,6 +578,7 @@ class Recommender:
         user_id: str | None = None,
         extras: Extras | None = None,
     ) -> Ranked:
+        self.current()
         scorer = self.scorer
         with self._read_state():
             item = self.state.item_index.get(item_id)
@@ -573,6 +607,7 @@ class Recommender:
         the filter excludes are left out, items already read come last (score -1)."""
         if not user_id and not session_id:
             raise InvalidInput("give user_id or session_id")
+        self.current()
         scorer = self.scorer
         reader = reader_key(user_id, session_id or "")
         with self._read_state(reader) as history:
@@ -597,6 +632,15 @@ class Recommender:
 
 
 _NO_HISTORY = np.zeros(0, dtype=np.int64)
+
+
+@contextmanager
+def _held(lock: threading.Lock) -> Iterator[None]:
+    """Release a lock acquired already (with a timeout) when the block ends."""
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _filter_attributes(

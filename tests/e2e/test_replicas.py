@@ -1,0 +1,53 @@
+"""Two `clickrec serve` processes on one home: a click acknowledged by one is in the next
+answer of the other (read-your-writes across replicas)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack
+
+import httpx
+import pytest
+
+from clickrec.testing.crash import serving
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[list[str], str]]:
+    home = tmp_path_factory.mktemp("replicas") / "home"
+    init = subprocess.run(
+        [sys.executable, "-m", "clickrec.cli", "init", "--home", str(home)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    admin = next(line for line in init.stdout.splitlines() if line.startswith("ck_"))
+    with ExitStack() as stack:
+        urls = [stack.enter_context(serving(home))[0] for _ in range(2)]
+        yield urls, admin
+
+
+def test_a_click_on_one_replica_is_in_the_next_answer_of_the_other(
+    replicas: tuple[list[str], str],
+) -> None:
+    (a, b), admin = replicas
+    auth = {"Authorization": f"Bearer {admin}"}
+    with httpx.Client(headers=auth, timeout=30) as http:
+        for k in range(40):
+            sent = http.post(
+                f"{a}/v1/events",
+                json={"events": [{"user_id": f"r{k}", "session_id": "s", "item_id": f"p{k}"}]},
+            )
+            assert sent.status_code == 202, sent.text
+            seen = http.get(f"{b}/v1/users/r{k}", params={"limit": 1})
+            assert seen.status_code == 200, f"try {k}: {seen.text}"
+            assert seen.json()["history"][0]["item_id"] == f"p{k}"
+            listed = http.get(f"{b}/v1/recommendations", params={"user_id": f"r{k}"}).json()
+            assert f"p{k}" not in [i["item_id"] for i in listed["items"]]
+        metrics = http.get(f"{b}/metrics").text
+    behind = [ln for ln in metrics.splitlines() if ln.startswith("clickrec_answers_behind_log")]
+    assert behind and float(behind[0].split()[-1]) == 0
