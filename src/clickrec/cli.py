@@ -799,16 +799,16 @@ def users_erase(
         out.print(f"erasure {job['id']} started")
         idle = threading.Event()
         idle.set()  # do not wait for the lock: held means a worker is running
-        if engine.lake.acquire_writer(idle):
-            try:
-                engine.eraser.run_online(None)
-                engine.eraser.run_lake()
-            finally:
-                engine.lake.release_writer()
         deadline = time.monotonic() + 600
-        while wait and time.monotonic() < deadline:
+        while True:
+            if engine.lake.acquire_writer(idle):  # no worker: this command does the job
+                try:
+                    engine.eraser.run_online(None)
+                    engine.eraser.run_lake()  # once every live server forgot the reader
+                finally:
+                    engine.lake.release_writer()
             job = engine.catalog.get_erasure(job["id"]) or job
-            if job["state"] == "done":
+            if not wait or job["state"] == "done" or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
     finally:

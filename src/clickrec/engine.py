@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -64,7 +65,13 @@ class Engine:
         )
         self.trainer = Trainer(self.pipeline, self.catalog, self.log, settings.training, self.clock)
         self.archive = ArchiveConsumer(self.log, self.lake)
-        self.eraser = Eraser(self.catalog, self.log, self.lake, self.clock, settings.home / "batch")
+        replica = uuid.uuid4().hex[:16] if serving else None
+        self.eraser = Eraser(
+            self.catalog, self.log, self.lake, self.clock, settings.home / "batch", replica
+        )
+        # Registered before the online state is rebuilt from the log: an erasure running
+        # meanwhile waits for this process to forget its reader too.
+        self.eraser.beat()
         self.archive.between_batches = self.eraser.run_lake_safely
         self.recommender: Recommender | None = None
         if serving:
@@ -139,5 +146,9 @@ class Engine:
         for t in self._threads:
             t.join(timeout=60)
         self._threads.clear()
+        try:
+            self.eraser.leave()
+        except Exception:  # noqa: BLE001 - a replica not heard from is dropped after a while
+            log.warning("could not unregister this serving process from the catalog")
         self.log.close()
         self.catalog.close()

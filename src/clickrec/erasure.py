@@ -3,13 +3,16 @@ leaves no byte of the reader's ids in the home folder.
 
 Two phases, each run by the one process that may do it:
 
-1. **online** (the serving process, which holds the reader's online history): the history
+1. **online** (a serving process, which holds the reader's online history): the history
    (the user's and their sessions'), the event log rows (theirs, and the anonymous ones of
    their sessions: what they read before logging in), their dead letters, the profile,
-   audit entries that name them, and their lines in batch-job outputs.
+   audit entries that name them, and their lines in batch-job outputs. Every other serving
+   process (replicas, ``serve --processes``) then forgets the reader's history too, and
+   says so in the catalog.
 2. **lake** (the archive consumer, between two batches, as the lake's only writer: a batch
-   it read before phase 1 has been written by then): every Parquet part holding the
-   reader's rows is rewritten without them. Then the log's write-ahead file is truncated,
+   it read before phase 1 has been written by then), once every serving process alive has
+   forgotten the reader: every Parquet part holding the reader's rows is rewritten without
+   them. Then the log's write-ahead file is truncated,
    the job's own copy of the ids cleared and the catalog rebuilt (VACUUM), so no deleted
    row survives in a free page or an old WAL frame.
 
@@ -41,6 +44,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("clickrec.erasure")
 
 ERASED = "<erased>"
+REPLICA_TTL = 30.0
+"""Seconds without a heartbeat after which a serving process counts as gone: the lake
+phase no longer waits for it (it rebuilds its state from the log, without the reader)."""
 
 
 def view(job: dict[str, Any]) -> dict[str, Any]:
@@ -56,7 +62,9 @@ class Eraser:
         lake: Lake,
         clock: Clock,
         batch_folder: Path | None = None,
+        replica_id: str | None = None,
     ) -> None:
+        self.replica_id = replica_id  # a serving process's own id; None in a worker or the CLI
         self.catalog = catalog
         self.log = log_store
         self.lake = lake
@@ -72,9 +80,21 @@ class Eraser:
         self.wake.set()
         return job
 
-    # -- phase 1: the serving process ------------------------------------------------------
+    def beat(self) -> None:
+        """A serving process says it is alive: erasures wait for it to forget readers."""
+        if self.replica_id is not None:
+            self.catalog.beat(self.replica_id, self.clock.now())
+
+    def leave(self) -> None:
+        """A serving process stops: erasures no longer wait for it."""
+        if self.replica_id is not None:
+            self.catalog.drop_replica(self.replica_id)
+
+    # -- phase 1: the serving processes ----------------------------------------------------
     def run_online(self, rec: Recommender | None) -> int:
-        """Phase 1 of every pending job; returns how many moved on to the lake phase."""
+        """Phase 1 of every pending job, and this process's forgetting of the readers that
+        another process erased; returns how many jobs moved on to the lake phase."""
+        self.beat()
         moved = 0
         for job in self.catalog.list_erasures(["pending"]):
             if self.batch_running_since(job["created_at"]):
@@ -84,13 +104,21 @@ class Eraser:
             except Exception as exc:  # noqa: BLE001 - retried on the next pass
                 log.exception("erasure %s: online phase failed; retrying", job["id"])
                 self.catalog.update_erasure(job["id"], error=f"online phase: {type(exc).__name__}")
+        if rec is not None and self.replica_id is not None:
+            for job in self.catalog.list_erasures(["lake"]):
+                if self.replica_id not in self.catalog.erasure_acks(job["id"]):
+                    subject = job["subject"]
+                    rec.forget(
+                        [f"u:{subject['user_id']}", *(f"s:{s}" for s in subject["sessions"])]
+                    )
+                    self.catalog.ack_erasure(job["id"], self.replica_id)
         return moved
 
     def _online(self, job: dict[str, Any], rec: Recommender | None) -> bool:
         user = job["subject"]["user_id"]
         events, sessions = self.log.erase_reader(user)
         readers = [f"u:{user}", *(f"s:{s}" for s in sessions)]
-        forgotten = rec.state.forget(readers) if rec is not None else 0
+        forgotten = rec.forget(readers) if rec is not None else 0
         counts = {
             "events": events,
             "sessions": len(sessions),
@@ -100,7 +128,7 @@ class Eraser:
             "batch_lines": self._scrub_batch_outputs(user, set(sessions)),
         }
         log.info({"message": "erasure online phase done", "erasure": job["id"], **counts})
-        return self.catalog.update_erasure(
+        moved = self.catalog.update_erasure(
             job["id"],
             expect="pending",
             state="lake",
@@ -108,6 +136,9 @@ class Eraser:
             counts=counts,
             error=None,
         )
+        if moved and rec is not None and self.replica_id is not None:
+            self.catalog.ack_erasure(job["id"], self.replica_id)
+        return moved
 
     def _scrub_batch_outputs(self, user: str, sessions: set[str]) -> int:
         """Drop the reader from batch-job outputs; returns how many entries went."""
@@ -124,8 +155,15 @@ class Eraser:
     # -- phase 2: the lake's writer -------------------------------------------------------
     def run_lake(self) -> int:
         """Phase 2 of every job whose online phase is done, in one pass over the lake;
-        returns how many jobs finished. Call it only while holding the lake's writer lock."""
+        returns how many jobs finished. Call it only while holding the lake's writer lock.
+        A job waits until every serving process alive has forgotten its reader."""
         jobs = self.catalog.list_erasures(["lake"])
+        if not jobs:
+            return 0
+        since = self.clock.now() - REPLICA_TTL
+        self.catalog.drop_replica("", older_than=since)  # killed ones never said goodbye
+        live = self.catalog.live_replicas(since)
+        jobs = [job for job in jobs if live <= self.catalog.erasure_acks(job["id"])]
         if not jobs:
             return 0
         users = [job["subject"]["user_id"] for job in jobs]
@@ -154,6 +192,7 @@ class Eraser:
                 counts=counts,
                 error=None if scrubbed else "the log's WAL was busy: not truncated",
             )
+            self.catalog.drop_erasure_acks(job["id"])
         self.catalog.compact()  # after the ids left the job rows
         log.info({"message": "erasure done", "jobs": len(jobs), "lake_rows": rows})
         return len(jobs)

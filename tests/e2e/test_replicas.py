@@ -11,7 +11,7 @@ from contextlib import ExitStack
 import httpx
 import pytest
 
-from clickrec.testing.crash import serving
+from clickrec.testing.crash import serving, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -51,3 +51,22 @@ def test_a_click_on_one_replica_is_in_the_next_answer_of_the_other(
         metrics = http.get(f"{b}/metrics").text
     behind = [ln for ln in metrics.splitlines() if ln.startswith("clickrec_answers_behind_log")]
     assert behind and float(behind[0].split()[-1]) == 0
+
+
+def test_a_reader_erased_through_one_replica_is_gone_from_the_other(
+    replicas: tuple[list[str], str],
+) -> None:
+    (a, b), admin = replicas
+    auth = {"Authorization": f"Bearer {admin}"}
+    events = [{"user_id": "gone", "session_id": "visit", "item_id": f"p{i}"} for i in range(5)]
+    with httpx.Client(headers=auth, timeout=30) as http:
+        assert http.post(f"{a}/v1/events", json={"events": events}).status_code == 202
+        assert http.get(f"{b}/v1/users/gone").json()["history"]
+        job = http.delete(f"{a}/v1/users/gone").json()
+
+        def done() -> bool:
+            return http.get(f"{b}/v1/erasures/{job['id']}").json()["state"] == "done"
+
+        wait_for(done, 60)
+        assert http.get(f"{b}/v1/users/gone").status_code == 404
+        assert http.get(f"{a}/v1/users/gone").status_code == 404

@@ -580,3 +580,23 @@ def test_compact_keeps_the_live_rows_and_drops_the_deleted(
         assert {"audit_log", "erasures", "users"} <= vacuumed_tables(catalog)
     catalog.upsert_users([{"user_id": "after"}], now=2.0)  # still writable
     assert catalog.get_user("after") is not None
+
+
+def test_replicas_beat_and_acknowledge_erasures(catalog: SQLCatalog) -> None:
+    catalog.beat("a", 100.0)
+    catalog.beat("b", 100.0)
+    catalog.beat("a", 150.0)  # a heartbeat again: still one row, seen later
+    assert catalog.live_replicas(120.0) == {"a"}
+    assert catalog.live_replicas(0.0) == {"a", "b"}
+    job = catalog.add_erasure({"user_id": "u"}, 1.0)
+    catalog.ack_erasure(job["id"], "a")
+    catalog.ack_erasure(job["id"], "a")  # twice: one acknowledgement
+    catalog.ack_erasure(job["id"], "b")
+    assert catalog.erasure_acks(job["id"]) == {"a", "b"}
+    catalog.drop_replica("x", older_than=120.0)  # b was not heard from since 100
+    assert catalog.live_replicas(0.0) == {"a"} and catalog.erasure_acks(job["id"]) == {"a"}
+    catalog.drop_replica("a")
+    assert catalog.live_replicas(0.0) == set() and catalog.erasure_acks(job["id"]) == set()
+    catalog.ack_erasure(job["id"], "c")
+    catalog.drop_erasure_acks(job["id"])
+    assert catalog.erasure_acks(job["id"]) == set()

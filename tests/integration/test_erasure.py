@@ -18,6 +18,7 @@ from clickrec.api.app import create_app
 from clickrec.cli import app
 from clickrec.config import load_settings
 from clickrec.engine import Engine
+from clickrec.erasure import REPLICA_TTL
 from tests._scan import where
 
 pytestmark = pytest.mark.integration
@@ -199,6 +200,7 @@ def test_the_cli_erases_a_reader_when_no_server_runs(
 ) -> None:
     _history(client, keys, engine)
     home = engine.settings.home
+    engine.eraser.leave()  # this test's engine runs no erasure loop: it is not a server
     result = CliRunner().invoke(
         app, ["users", "erase", GONE, "--home", str(home)],
         env={"CLICKREC_ENCRYPTION__ENABLED": "false"},
@@ -302,3 +304,41 @@ def test_an_erasure_waits_for_a_batch_job_that_was_running_and_then_scrubs_it(
     output = engine.settings.home / "batch" / f"{r.json()['id']}.jsonl"
     answers = [orjson.loads(line) for line in output.read_bytes().splitlines()]
     assert answers[0] == {"line": 1, "erased": True} and answers[1]["user_id"] == "bob"
+
+
+def test_every_serving_process_forgets_the_reader_before_the_lake_phase_ends_the_job(
+    client: TestClient, keys: H, engine: Engine
+) -> None:
+    """Replicas each hold readers' histories: the job waits until all of them forgot."""
+    _history(client, keys, engine)
+    other = Engine(engine.settings)  # a second server on the same stores
+    try:
+        rec, rec2 = engine.recommender, other.recommender
+        assert rec is not None and rec2 is not None
+        assert rec2.history(GONE, 1)  # rebuilt from the log at its start
+        job = _erase(client, keys, engine, GONE)
+        assert engine.eraser.run_online(rec) == 1
+        assert rec.history(GONE, 1) == [] and rec2.history(GONE, 1)
+        assert engine.eraser.run_lake() == 0  # the other server still remembers them
+        assert engine.catalog.get_erasure(job["id"])["state"] == "lake"
+        other.eraser.run_online(rec2)
+        assert rec2.history(GONE, 1) == [] and rec2.history(KEPT, 1)
+        for session in GONE_SESSIONS:
+            assert rec2.recommend(None, session, 5).items  # a cold start now, not their taste
+            assert rec2.state.history(f"s:{session}")[0].size == 0
+        assert engine.eraser.run_lake() == 1
+        assert engine.catalog.get_erasure(job["id"])["state"] == "done"
+    finally:
+        other.close()
+
+
+def test_a_server_not_heard_from_for_a_while_is_not_waited_for(
+    client: TestClient, keys: H, engine: Engine
+) -> None:
+    _history(client, keys, engine)
+    engine.catalog.beat("killed-server", engine.clock.now() - REPLICA_TTL - 1)
+    job = _erase(client, keys, engine, GONE)
+    assert engine.eraser.run_online(engine.recommender) == 1
+    assert engine.eraser.run_lake() == 1
+    assert engine.catalog.get_erasure(job["id"])["state"] == "done"
+    assert engine.catalog.live_replicas(0.0) == {engine.eraser.replica_id}  # dropped

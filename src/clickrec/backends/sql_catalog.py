@@ -141,6 +141,23 @@ erasures = sa.Table(
     sa.Column("error", sa.Text),
 )
 
+# Serving processes alive (a heartbeat per pass of their erasure loop), and which of them
+# have forgotten an erased reader: the lake phase, which clears the job's copy of the ids,
+# waits until every live replica has (each keeps readers' histories in its memory).
+replicas = sa.Table(
+    "replicas",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("seen_at", sa.Float, nullable=False, index=True),
+)
+erasure_acks = sa.Table(
+    "erasure_acks",
+    metadata,
+    sa.Column("erasure_id", sa.String(32), primary_key=True),
+    sa.Column("replica_id", sa.String(32), primary_key=True),
+)
+
 _JSON_ITEM_FIELDS = ("categories", "tags", "attributes")
 _ITEM_FIELDS = [
     c.name for c in items.columns if c.name not in ("deleted", "updated_at", "change_seq")
@@ -332,6 +349,45 @@ class SQLCatalog:
             query = query.where(erasures.c.state == expect)
         with self.engine.begin() as conn:
             return conn.execute(query.values(**values)).rowcount > 0
+
+    def ack_erasure(self, erasure_id: str, replica_id: str) -> None:
+        """Record that a serving process has forgotten the job's reader (idempotent)."""
+        with self.engine.begin() as conn:
+            _upsert(conn, erasure_acks, [{"erasure_id": erasure_id, "replica_id": replica_id}])
+
+    def erasure_acks(self, erasure_id: str) -> set[str]:
+        query = sa.select(erasure_acks.c.replica_id).where(erasure_acks.c.erasure_id == erasure_id)
+        with self.engine.connect() as conn:
+            return set(conn.execute(query).scalars())
+
+    def drop_erasure_acks(self, erasure_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(erasure_acks.delete().where(erasure_acks.c.erasure_id == erasure_id))
+
+    # -- replicas ----------------------------------------------------------------------
+    def beat(self, replica_id: str, now: float) -> None:
+        """A serving process says it is alive (registering it the first time)."""
+        row = {"id": replica_id, "started_at": now, "seen_at": now}
+        with self.engine.begin() as conn:
+            _upsert(conn, replicas, [row], keep=("started_at",))
+
+    def live_replicas(self, since: float) -> set[str]:
+        """Serving processes heard from at or after ``since``."""
+        query = sa.select(replicas.c.id).where(replicas.c.seen_at >= since)
+        with self.engine.connect() as conn:
+            return set(conn.execute(query).scalars())
+
+    def drop_replica(self, replica_id: str, older_than: float | None = None) -> None:
+        """Forget a replica that stopped; with ``older_than``, also every replica not
+        heard from since then (killed ones), and their acknowledgements."""
+        gone = replicas.c.id == replica_id
+        if older_than is not None:
+            gone = sa.or_(gone, replicas.c.seen_at < older_than)
+        with self.engine.begin() as conn:
+            ids = list(conn.execute(sa.select(replicas.c.id).where(gone)).scalars())
+            if ids:
+                conn.execute(replicas.delete().where(replicas.c.id.in_(ids)))
+                conn.execute(erasure_acks.delete().where(erasure_acks.c.replica_id.in_(ids)))
 
     def scrub_audit(self, targets: list[str], replacement: str) -> int:
         """Replace these exact audit targets (paths that named an erased reader)."""
@@ -616,6 +672,9 @@ def _upsert(
         for c in table.columns
         if c.name not in key and c.name not in keep
     }
+    if not changed:  # every column is the key: a row already there is left as it is
+        conn.execute(statement.on_conflict_do_nothing(index_elements=key), rows)
+        return
     conn.execute(statement.on_conflict_do_update(index_elements=key, set_=changed), rows)
 
 

@@ -293,6 +293,13 @@ class Recommender:
         if self.on_behind is not None:
             self.on_behind()
 
+    def forget(self, readers: list[str]) -> int:
+        """Drop readers' histories (an erasure); how many were there. Under the tail's
+        lock, so a batch read from the log before the erasure deleted it cannot bring
+        them back afterwards."""
+        with self._tail_lock:
+            return self.state.forget(readers)
+
     def lag(self, last_seq: int) -> int:
         """Log events not yet in the online state (other processes' appends)."""
         with self._local_lock:
