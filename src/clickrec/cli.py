@@ -12,6 +12,7 @@ import math
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -74,6 +75,10 @@ def _engine(home: Path | None, serving: bool = False) -> Any:
     from clickrec.engine import Engine
 
     return Engine(_settings(home), serving=serving)
+
+
+def _port(settings: Settings, port: int | None) -> int:
+    return port if port is not None else settings.server.port
 
 
 def _tls_files(
@@ -287,19 +292,41 @@ def serve(
         Path | None, typer.Option(help="PEM certificate: serve HTTPS (or server.tls_cert).")
     ] = None,
     tls_key: Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert.")] = None,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="API processes sharing the port, to use more cores (or server.processes)."
+        ),
+    ] = None,
+    fd: Annotated[int | None, typer.Option(hidden=True)] = None,
+    no_worker: Annotated[bool, typer.Option(hidden=True)] = False,
+    parent_pid: Annotated[int | None, typer.Option(hidden=True)] = None,
 ) -> None:
     """Run the HTTP server, and a worker process for the archive consumer and training.
 
     The worker is a separate process so that archiving and training never hold the
     server's interpreter lock while it answers readers; it is restarted if it dies and
-    stopped (after flushing) when the server stops.
+    stopped (after flushing) when the server stops. With --processes N, N server processes
+    accept on the port, each with its own online state kept current from the event log.
     """
+    from clickrec import processes as children
     from clickrec.api.app import create_app
     from clickrec.api.protocol import with_header_timeout
     from clickrec.engine import Engine
 
     settings = _settings(home)
     _configure_logging(settings.server.log_level)
+    count = processes if processes is not None else settings.server.processes
+    if count > 1 and fd is None:
+        sock = children.listen(host or settings.server.host, _port(settings, port))
+        extra = [f"--tls-{k}={v}" for k, v in (("cert", tls_cert), ("key", tls_key)) if v]
+        pool = children.api_processes(settings.home, sock, count, extra)
+        children.log.info("%d API processes on %s", count, sock.getsockname())
+        children.run_until_signalled([*pool, children.worker(settings.home, train_interval)])
+        sock.close()
+        return
+    if parent_pid is not None:
+        _exit_with_parent(parent_pid)
     _start_tracing(settings, "server")
     # The log writer thread waits on SQLite with the interpreter lock released; a short
     # switch interval lets it take the lock back quickly while request threads are busy.
@@ -310,15 +337,16 @@ def serve(
     gc.collect()
     gc.freeze()
     engine.start_background(worker=False)
-    worker = WorkerProcess(settings.home, train_interval)
-    worker.start()
+    worker = None if no_worker else children.worker(settings.home, train_interval)
+    if worker is not None:
+        worker.start()
     cert, key_file = _tls_files(settings, tls_cert, tls_key)
     config = uvicorn.Config(
         create_app(engine),
         ssl_certfile=str(cert) if cert else None,
         ssl_keyfile=str(key_file) if key_file else None,
         host=host or settings.server.host,
-        port=port if port is not None else settings.server.port,
+        port=_port(settings, port),
         server_header=False,
         log_level=settings.server.log_level,
         access_log=False,  # clickrec.access logs each request as JSON instead
@@ -328,9 +356,11 @@ def serve(
     )
     server = GracefulServer(config)
     try:
-        server.run()
+        # A child of --processes accepts on the socket its parent bound (family detected).
+        server.run(sockets=None if fd is None else [socket.socket(fileno=fd)])
     finally:
-        worker.stop()
+        if worker is not None:
+            worker.stop()
         engine.close()
         _stop_tracing()
 
@@ -419,52 +449,6 @@ def _stop_tracing() -> None:
     from clickrec.observability import tracing
 
     tracing.shutdown()
-
-
-class WorkerProcess:
-    """The `clickrec worker` child of a server: started, watched, restarted, stopped."""
-
-    def __init__(self, home: Path, train_interval: float) -> None:
-        self.args = [
-            sys.executable,
-            "-m",
-            "clickrec.cli",
-            "worker",
-            "--home",
-            str(home),
-            "--train-interval",
-            str(train_interval),
-            "--parent-pid",
-            str(os.getpid()),
-        ]
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._stop = threading.Event()
-        self._watch = threading.Thread(target=self._watch_loop, name="worker-watch", daemon=True)
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(self.args)
-        self._watch.start()
-
-    def _watch_loop(self) -> None:
-        while not self._stop.wait(1.0):
-            if self.proc is not None and self.proc.poll() is not None:
-                logging.getLogger("clickrec.worker").error(
-                    "worker exited with %s; restarting", self.proc.returncode
-                )
-                self.proc = subprocess.Popen(self.args)
-
-    def stop(self, timeout: float = 60.0) -> None:
-        self._stop.set()
-        if self._watch.is_alive():
-            self._watch.join()
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 @keys_app.command("create")

@@ -45,6 +45,9 @@ class StoreSettings(Section):
 class ServerSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    processes: int = Field(default=1, ge=1, le=256)
+    """API processes sharing the port (``serve --processes``): more cores for requests;
+    each keeps its own online state (memory × N) current from the event log."""
     max_body_bytes: int = 1_048_576
     tls_cert: str | None = None
     """PEM certificate: serve HTTPS (HSTS is then sent on every response)."""

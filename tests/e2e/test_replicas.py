@@ -3,10 +3,13 @@ answer of the other (read-your-writes across replicas)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack
+from pathlib import Path
 
 import httpx
 import pytest
@@ -19,13 +22,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[list[str], str]]:
     home = tmp_path_factory.mktemp("replicas") / "home"
-    init = subprocess.run(
-        [sys.executable, "-m", "clickrec.cli", "init", "--home", str(home)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    admin = next(line for line in init.stdout.splitlines() if line.startswith("ck_"))
+    admin = _init(home)
     with ExitStack() as stack:
         urls = [stack.enter_context(serving(home))[0] for _ in range(2)]
         yield urls, admin
@@ -70,3 +67,57 @@ def test_a_reader_erased_through_one_replica_is_gone_from_the_other(
         wait_for(done, 60)
         assert http.get(f"{b}/v1/users/gone").status_code == 404
         assert http.get(f"{a}/v1/users/gone").status_code == 404
+
+
+def test_serve_with_processes_shares_the_port_and_survives_a_killed_process(
+    tmp_path: Path,
+) -> None:
+    """`serve --processes 2`: every request, on a fresh connection to whichever process the
+    kernel picks, sees the click sent just before; a killed process is replaced."""
+    home = tmp_path / "home"
+    admin = _init(home)
+    auth = {"Authorization": f"Bearer {admin}"}
+    with serving(home, ["--processes", "2"]) as (url, proc):
+        servers = wait_for(
+            lambda: _api_children(proc.pid) if len(_api_children(proc.pid)) == 2 else None
+        )
+        for k in range(30):  # no keep-alive: each request may land on either process
+            sent = httpx.post(
+                f"{url}/v1/events",
+                headers=auth,
+                json={"events": [{"user_id": f"r{k}", "session_id": "s", "item_id": f"p{k}"}]},
+            )
+            assert sent.status_code == 202, sent.text
+            seen = httpx.get(f"{url}/v1/users/r{k}", headers=auth, params={"limit": 1})
+            assert seen.json()["history"][0]["item_id"] == f"p{k}"
+        os.kill(servers[0], signal.SIGKILL)
+        wait_for(lambda: len(set(_api_children(proc.pid)) - {servers[0]}) == 2, 30)
+        for _ in range(10):
+            assert httpx.get(f"{url}/v1/users/r0", headers=auth).status_code == 200
+    assert proc.returncode == 0
+    assert _api_children(proc.pid) == []
+
+
+def _init(home: Path) -> str:
+    init = subprocess.run(
+        [sys.executable, "-m", "clickrec.cli", "init", "--home", str(home)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return next(line for line in init.stdout.splitlines() if line.startswith("ck_"))
+
+
+def _api_children(parent: int) -> list[int]:
+    """Pids of the API processes a `serve --processes` parent runs."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if not proc.name.isdigit():
+                continue
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+            if b"--no-worker" in cmd and (proc / "stat").read_text().split()[3] == str(parent):
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return sorted(found)
