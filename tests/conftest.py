@@ -14,6 +14,7 @@ from clickrec.config import load_settings
 from clickrec.engine import Engine
 from tests.pg import PostgresCluster
 from tests.pg import cluster as postgres_cluster
+from tests.redisserver import redis_server, redis_url  # noqa: F401  (fixtures)
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
-"""Two `clickrec serve` processes on one home: a click acknowledged by one is in the next
-answer of the other (read-your-writes across replicas)."""
+"""Two `clickrec serve` processes on the same stores (one home; its SQLite event log or a
+Redis one): a click acknowledged by one is in the next answer of the other (read-your-writes
+across replicas), and a reader erased through one is gone from both."""
 
 from __future__ import annotations
 
@@ -19,12 +20,20 @@ from clickrec.testing.crash import serving, wait_for
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[list[str], str]]:
+@pytest.fixture(scope="module", params=["sqlite", "redis"])
+def replicas(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[list[str], str]]:
+    """Two servers on the same stores: the home's SQLite log, or a Redis log."""
+    env = dict(os.environ)
+    if request.param == "redis":
+        redis = request.getfixturevalue("redis_server")
+        redis.flush()
+        env["CLICKREC_STORES__EVENT_LOG"] = redis.url
     home = tmp_path_factory.mktemp("replicas") / "home"
-    admin = _init(home)
+    admin = _init(home, env)
     with ExitStack() as stack:
-        urls = [stack.enter_context(serving(home))[0] for _ in range(2)]
+        urls = [stack.enter_context(serving(home, env=env))[0] for _ in range(2)]
         yield urls, admin
 
 
@@ -98,12 +107,13 @@ def test_serve_with_processes_shares_the_port_and_survives_a_killed_process(
     assert _api_children(proc.pid) == []
 
 
-def _init(home: Path) -> str:
+def _init(home: Path, env: dict[str, str] | None = None) -> str:
     init = subprocess.run(
         [sys.executable, "-m", "clickrec.cli", "init", "--home", str(home)],
         capture_output=True,
         text=True,
         check=True,
+        env=env,
     )
     return next(line for line in init.stdout.splitlines() if line.startswith("ck_"))
 

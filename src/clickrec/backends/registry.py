@@ -29,7 +29,15 @@ def open_event_log(settings: Settings) -> EventLog:
         from clickrec.backends.sqlite_log import SQLiteEventLog
 
         return SQLiteEventLog(settings.store_path(url))
-    raise ValueError(f"no event log backend for {url!r} (supported: sqlite:///)")
+    if url.startswith(("redis://", "rediss://")):
+        try:
+            from clickrec.backends.redis_log import RedisEventLog
+        except ModuleNotFoundError as exc:
+            raise StoreUnavailable(
+                "the Redis event log needs the redis client: pip install 'clickrec[redis]'"
+            ) from exc
+        return RedisEventLog(url)
+    raise ValueError(f"no event log backend for {url!r} (supported: sqlite:///, redis://)")
 
 
 def open_catalog(settings: Settings) -> SQLCatalog:
