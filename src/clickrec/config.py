@@ -72,6 +72,10 @@ class LimitSettings(Section):
     burst_seconds: float = Field(default=2.0, gt=0)
     """A bucket holds this many seconds' worth of requests (the burst)."""
     max_header_bytes: int = Field(default=16_384, ge=1024)
+    shared: str = ""
+    """A ``redis://`` URL whose server keeps the rate-limit buckets, so every limit holds for
+    the whole deployment (all replicas and ``serve --processes``) rather than per process.
+    Empty: the event log's Redis when it is on Redis, else per process."""
     max_archive_lag: int = Field(default=5_000_000, ge=0)
     """/readyz is 503 while more log events than this wait for the archive."""
     max_serving_lag: int = Field(default=100_000, ge=0)

@@ -13,7 +13,13 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from clickrec.backends.registry import open_catalog, open_data_keys, open_event_log, open_lake
+from clickrec.backends.registry import (
+    open_catalog,
+    open_data_keys,
+    open_event_log,
+    open_lake,
+    open_shared_limits,
+)
 from clickrec.batch import JobRunner
 from clickrec.config import Settings
 from clickrec.core.clock import Clock, SystemClock
@@ -102,6 +108,7 @@ class Engine:
         )
         if self.jobs is not None:
             self.eraser.batch_running_since = self.jobs.running_since
+        self.shared_limits = open_shared_limits(settings) if serving else None
         self.ingestor = Ingestor(
             self.log, self.clock, self.recommender.apply_appended if self.recommender else None
         )
@@ -150,5 +157,7 @@ class Engine:
             self.eraser.leave()
         except Exception:  # noqa: BLE001 - a replica not heard from is dropped after a while
             log.warning("could not unregister this serving process from the catalog")
+        if self.shared_limits is not None:
+            self.shared_limits.close()
         self.log.close()
         self.catalog.close()

@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from clickrec import __version__
 from clickrec.api import aws, dashboard, docs, errors
 from clickrec.api.guard import Cors, Guard
-from clickrec.api.limits import Rate, RateLimiter
+from clickrec.api.limits import Rate, RateLimiter, SharedBuckets
 from clickrec.api.raw import RawRoute, RawRoutes
 from clickrec.api.routes import ingest_events, router
 from clickrec.engine import Engine
@@ -54,6 +54,7 @@ def create_app(engine: Engine) -> FastAPI:
             )
         },
         {"tracker": Rate(limits.tracker_per_address_rps, limits.tracker_per_address_rps * burst)},
+        SharedBuckets(engine.shared_limits) if engine.shared_limits is not None else None,
     )
     app.add_middleware(
         Guard,

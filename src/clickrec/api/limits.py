@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 MAX_BUCKETS = 100_000  # past this many tracked clients, full (idle) buckets are dropped
 
@@ -18,8 +19,30 @@ class Rate:
     burst: float
 
 
+class Buckets(Protocol):
+    def take(self, name: str, rate: Rate) -> float:
+        """Take a token from the bucket ``name``: 0 (go on) or the seconds to wait."""
+        ...
+
+
+class SharedStore(Protocol):
+    def take(self, name: str, per_second: float, burst: float) -> float: ...
+
+
+class SharedBuckets:
+    """Buckets in a store every process of the deployment shares (Redis), so a limit holds
+    for the whole deployment, not once per process."""
+
+    def __init__(self, store: SharedStore) -> None:
+        self.store = store
+
+    def take(self, name: str, rate: Rate) -> float:
+        return self.store.take(name, rate.per_second, rate.burst)
+
+
 class TokenBuckets:
-    """One bucket per name; ``take`` answers 0 (go on) or the seconds to wait."""
+    """One bucket per name, in this process; ``take`` answers 0 (go on) or the seconds to
+    wait."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
@@ -58,12 +81,12 @@ class RateLimiter:
         per_address: Rate,
         per_scope: Mapping[str, Rate],
         per_scope_address: Mapping[str, Rate] | None = None,
-        buckets: TokenBuckets | None = None,
+        buckets: Buckets | None = None,
     ) -> None:
         self.per_address = per_address
         self.per_scope = dict(per_scope)
         self.per_scope_address = dict(per_scope_address or {})  # e.g. a tracker per browser
-        self.buckets = buckets or TokenBuckets()
+        self.buckets: Buckets = buckets or TokenBuckets()
 
     def check(self, address: str | None, key_id: str | None, scope: str | None) -> float:
         """0 when the request may go on, else seconds until it may (for Retry-After)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
@@ -18,6 +19,9 @@ from clickrec.core.datakeys import (
     read_key_file,
 )
 from clickrec.core.errors import StoreUnavailable
+
+if TYPE_CHECKING:
+    from clickrec.backends.redis_limits import RedisBuckets
 
 logger = logging.getLogger("clickrec.keys")
 DEFAULT_KEY_FILE = "data.key"
@@ -38,6 +42,19 @@ def open_event_log(settings: Settings) -> EventLog:
             ) from exc
         return RedisEventLog(url)
     raise ValueError(f"no event log backend for {url!r} (supported: sqlite:///, redis://)")
+
+
+def open_shared_limits(settings: Settings) -> RedisBuckets | None:
+    """The rate-limit buckets every process shares: ``limits.shared``, else the event log's
+    Redis; None (buckets per process) when neither is Redis."""
+    url = settings.limits.shared or settings.stores.event_log
+    if not url.startswith(("redis://", "rediss://")):
+        if settings.limits.shared:
+            raise ValueError(f"limits.shared must be a redis:// URL, not {url!r}")
+        return None
+    from clickrec.backends.redis_limits import RedisBuckets
+
+    return RedisBuckets(url.split("?", 1)[0])  # the log's own options are not redis-py's
 
 
 def open_catalog(settings: Settings) -> SQLCatalog:
