@@ -61,3 +61,30 @@ def test_an_unreachable_redis_lets_requests_through() -> None:
         assert [buckets.take("key:k", 0.001, 1) for _ in range(3)] == [0.0, 0.0, 0.0]
     finally:
         buckets.close()
+
+
+def test_a_busy_bucket_is_leased_in_slices_and_the_limit_still_holds(redis_url: str) -> None:
+    """At 100 requests/s a process takes 5 tokens (50 ms worth) per round trip; two
+    processes together admit the burst, plus at most what the two leases and the refill
+    during the test add."""
+    import time
+
+    import redis
+
+    first, second = RedisBuckets(redis_url), RedisBuckets(redis_url)
+    stats = redis.Redis.from_url(redis_url)
+    try:
+        calls = lambda: stats.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)  # noqa: E731
+        before = calls()
+        assert [first.take("key:k", 100, 200) for _ in range(10)] == [0.0] * 10
+        assert calls() - before <= 3  # two leases (the first load of the script aside)
+        started = time.monotonic()
+        admitted = 10 + sum(
+            b.take("key:k", 100, 200) == 0 for _ in range(300) for b in (first, second)
+        )
+        refill = 100 * (time.monotonic() - started)
+        assert 200 <= admitted <= 200 + 2 * 5 + refill + 1
+    finally:
+        stats.close()
+        first.close()
+        second.close()
