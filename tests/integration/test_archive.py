@@ -229,3 +229,24 @@ def test_a_failed_pass_is_logged_and_retried(
     assert lake_seqs(lake) == list(range(1, 31))
     failures = [r.exc_info for r in caplog.records if r.name == "clickrec.archive" and r.exc_info]
     assert [type(info[1]) for info in failures if info] == [OSError]
+
+
+def test_a_commit_that_fails_after_the_lake_write_does_not_duplicate(
+    log: SQLiteEventLog, lake: LocalLake
+) -> None:
+    """The log's store goes away between the lake write and the offset commit (a Redis
+    restart); the next pass, over a longer batch, must not archive those events again."""
+    log.append(records(0, 100))
+    consumer = ArchiveConsumer(log, lake)
+    commit = log.commit_offset
+
+    def unavailable(name: str, seq: int) -> None:
+        raise ConnectionError("the log's server went away")
+
+    log.commit_offset = unavailable  # type: ignore[method-assign]
+    with pytest.raises(ConnectionError):
+        consumer.run_once()
+    log.commit_offset = commit  # type: ignore[method-assign]
+    log.append(records(100, 50))
+    assert consumer.run_once() == 150
+    assert lake_seqs(lake) == list(range(1, 151))  # every part file, each event once

@@ -66,6 +66,15 @@ class ArchiveConsumer:
 
     def run_once(self) -> int:
         """Archive up to ``batch_size`` events after the committed offset; 0 when caught up."""
+        try:
+            return self._run_once()
+        except BaseException:
+            # The lake write may have happened and the offset commit not (the log's store
+            # went away in between): the next pass drops those files before it writes again.
+            self._recovered = False
+            raise
+
+    def _run_once(self) -> int:
         # A batch written over an unrecovered residue would duplicate events, so recovery is
         # not left to the caller's memory.
         if not self._recovered:
