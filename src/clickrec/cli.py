@@ -299,7 +299,12 @@ def serve(
         ),
     ] = None,
     fd: Annotated[int | None, typer.Option(hidden=True)] = None,
-    no_worker: Annotated[bool, typer.Option(hidden=True)] = False,
+    no_worker: Annotated[
+        bool,
+        typer.Option(
+            help="Start no worker (run `clickrec worker` elsewhere, e.g. one per deployment)."
+        ),
+    ] = False,
     parent_pid: Annotated[int | None, typer.Option(hidden=True)] = None,
 ) -> None:
     """Run the HTTP server, and a worker process for the archive consumer and training.
@@ -322,7 +327,8 @@ def serve(
         extra = [f"--tls-{k}={v}" for k, v in (("cert", tls_cert), ("key", tls_key)) if v]
         pool = children.api_processes(settings.home, sock, count, extra)
         children.log.info("%d API processes on %s", count, sock.getsockname())
-        children.run_until_signalled([*pool, children.worker(settings.home, train_interval)])
+        worker = [] if no_worker else [children.worker(settings.home, train_interval)]
+        children.run_until_signalled([*pool, *worker])
         sock.close()
         return
     if parent_pid is not None:
