@@ -327,8 +327,8 @@ def serve(
         extra = [f"--tls-{k}={v}" for k, v in (("cert", tls_cert), ("key", tls_key)) if v]
         pool = children.api_processes(settings.home, sock, count, extra)
         children.log.info("%d API processes on %s", count, sock.getsockname())
-        worker = [] if no_worker else [children.worker(settings.home, train_interval)]
-        children.run_until_signalled([*pool, *worker])
+        workers = [] if no_worker else [children.worker(settings.home, train_interval)]
+        children.run_until_signalled([*pool, *workers])
         sock.close()
         return
     if parent_pid is not None:
