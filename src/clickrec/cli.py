@@ -547,6 +547,45 @@ def keys_rotate_data_key(home: HomeOpt = None) -> None:
         out.print(f"retired {', '.join(rotation.retired)}; back up {rotation.key_file} now")
 
 
+@app.command()
+def migrate(
+    event_log: Annotated[
+        str | None, typer.Option(help="redis://… (or rediss://): where the event log goes.")
+    ] = None,
+    catalog: Annotated[
+        str | None, typer.Option(help="postgresql://…: where the catalog goes.")
+    ] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Copy this home's event log and catalog into the scale-out stores, verify them by
+    counts and checksums, then name them in the config file (docs/scale-out.md).
+
+    Stop `clickrec serve` first. Safe to interrupt: run it again to finish. The lake and
+    the model artifacts stay where they are.
+    """
+    from clickrec.migrate import migrate as run_migration
+
+    settings = _settings(home)
+    tasks: dict[str, Any] = {}
+    try:
+        with _progress() as bar:
+
+            def progress(what: str, done: int, total: int) -> None:
+                if what not in tasks:
+                    tasks[what] = bar.add_task(f"copying {what}", total=total)
+                bar.update(tasks[what], completed=done, total=total)
+
+            checks = run_migration(settings, event_log, catalog, progress)
+    except ClickrecError as exc:
+        raise _fail(exc) from exc
+    table = Table("copied", "rows", "checksum (SHA-256, both sides)")
+    for check in checks:
+        table.add_row(check.name, f"{check.rows:,}", check.checksum[:16])
+    out.print(table)
+    out.print(f"{settings.home / 'clickrec.toml'} now names the new stores (the old file: "
+              "clickrec.toml.before-migrate)")  # fmt: skip
+
+
 @import_app.command("interactions")
 def import_interactions(
     file: Path,

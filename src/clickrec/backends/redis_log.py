@@ -107,6 +107,23 @@ end
 return out
 """
 
+# A migration: entries that keep the seqs they had in another log (ARGV: seq, event_id,
+# record, ...); those at or below the counter are there already (a resumed copy).
+_COPY_IN_LUA = """
+local events, counter, ids = KEYS[1], KEYS[2], KEYS[3]
+local last, n = tonumber(redis.call('GET', counter) or '0'), 0
+for i = 1, #ARGV, 3 do
+  local seq = tonumber(ARGV[i])
+  if seq > last then
+    redis.call('XADD', events, ARGV[i] .. '-0', 'record', ARGV[i + 2])
+    redis.call('HSET', ids, ARGV[i + 1], ARGV[i])
+    last, n = seq, n + 1
+  end
+end
+redis.call('SET', counter, string.format('%d', last))
+return n
+"""
+
 # Erasure and scrub rewrite the stream; they hold the lease (KEYS[1]) with a token (ARGV[1])
 # and every script they run checks it first and renews it (ARGV[2] ms).
 _LEASE_LUA = f"""
@@ -314,6 +331,7 @@ class RedisEventLog:
         self._rebuild_script = self._redis.register_script(_REBUILD_LUA)
         self._lease_script = self._redis.register_script(_LEASE_LUA + "return 1")
         self._release_script = self._redis.register_script(_RELEASE_LUA)
+        self._copy_in_script = self._redis.register_script(_COPY_IN_LUA)
         self._claim = threading.RLock()  # see the class docstring; also guards _writer
         self._last_write = time.monotonic()
         self._waiting: list[Waiter] = []
@@ -449,6 +467,27 @@ class RedisEventLog:
             if seqs and self.before_commit is not None:
                 self.before_commit(seqs)
         return results
+
+    def copy_in(self, table: pa.Table) -> int:
+        """Add events that keep their seqs (``clickrec migrate`` from another log), in seq
+        order; seqs at or below this log's last are skipped (a resumed copy). Returns how
+        many were added. Not for a log that takes appends meanwhile."""
+        self._check_open()
+        rows = table.to_pylist()
+        added = 0
+        for start in range(0, len(rows), _GROUP_RECORDS):
+            args: list[Any] = []
+            for row in rows[start : start + _GROUP_RECORDS]:
+                args += (row["seq"], row["event_id"], _payload(row))
+            with self._claim, self._failing("copying events in"):
+                added += int(
+                    self._copy_in_script(
+                        keys=[self._keys.events, self._keys.seq, self._keys.ids],
+                        args=args,
+                        client=self._writer,
+                    )
+                )
+        return added
 
     def _ping_writer(self) -> None:
         """Check the writer's connection before a script goes out on it; a connection the

@@ -678,6 +678,12 @@ def _upsert(
     conn.execute(statement.on_conflict_do_update(index_elements=key, set_=changed), rows)
 
 
+def copy_rows(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """Write rows as they are (a migration from another catalog): inserted, or replacing
+    the rows with the same key."""
+    _upsert(conn, table, rows)
+
+
 def _findable(*values: str) -> bool:
     """Whether a row could have these ids: no stored string holds a NUL, and PostgreSQL
     refuses one even in a query."""
