@@ -48,14 +48,23 @@ class CliRun:
     stderr: str
 
 
-def run_cli(args: Sequence[str], log_dir: Path, check: bool = True) -> CliRun:
-    """Run ``clickrec <args>`` to its end; its own rusage gives CPU time and peak RSS."""
+def run_cli(
+    args: Sequence[str], log_dir: Path, check: bool = True, env: dict[str, str] | None = None
+) -> CliRun:
+    """Run ``clickrec <args>`` to its end (``env`` added to this process's environment);
+    its own rusage gives CPU time and peak RSS."""
     log_dir.mkdir(parents=True, exist_ok=True)
     stem = "-".join(a for a in args[:2] if not a.startswith("-")).replace("/", "_")
     out_path, err_path = log_dir / f"{stem}.out", log_dir / f"{stem}.err"
     with open(out_path, "w") as out, open(err_path, "w") as err:
         started = time.perf_counter()
-        proc = subprocess.Popen([CLICKREC, *args], stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [CLICKREC, *args],
+            stdout=out,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+        )
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -130,8 +139,8 @@ class Home:
         self.logs = self.path / "bench-logs"
         self.key = ""
 
-    def init(self) -> CliRun:
-        run = run_cli(["init", "--home", str(self.path)], self.logs)
+    def init(self, env: dict[str, str] | None = None) -> CliRun:
+        run = run_cli(["init", "--home", str(self.path)], self.logs, env=env)
         keys = [line.strip() for line in run.stdout.splitlines() if line.strip().startswith("ck_")]
         saved = self.path / "admin.key"
         self.key = keys[0] if keys else saved.read_text().strip()
@@ -153,9 +162,18 @@ UNLIMITED = {
 class Server:
     """``clickrec serve`` as a subprocess; started on entry, SIGTERM (then SIGKILL) on exit."""
 
-    def __init__(self, home: Home, train_interval: float = 3600.0, port: int | None = None):
+    def __init__(
+        self,
+        home: Home,
+        train_interval: float = 3600.0,
+        port: int | None = None,
+        args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+    ):
         self.home = home
         self.train_interval = train_interval
+        self.extra_args = list(args)  # e.g. --processes 2
+        self.env = env or {}  # e.g. CLICKREC_STORES__EVENT_LOG
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -178,10 +196,12 @@ class Server:
             str(self.port),
             "--train-interval",
             str(self.train_interval),
+            *self.extra_args,
         ]
         started = time.perf_counter()
+        env = {**os.environ, **UNLIMITED, **self.env}
         self.proc = subprocess.Popen(
-            args, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env={**os.environ, **UNLIMITED}
+            args, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env
         )
         log.close()
         deadline = time.monotonic() + timeout
