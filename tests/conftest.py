@@ -15,6 +15,7 @@ from clickrec.engine import Engine
 from tests.pg import PostgresCluster
 from tests.pg import cluster as postgres_cluster
 from tests.redisserver import redis_server, redis_url  # noqa: F401  (fixtures)
+from tests.s3server import s3_bucket, s3_env, s3_server  # noqa: F401  (fixtures)
 
 
 @pytest.fixture

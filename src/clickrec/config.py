@@ -10,7 +10,7 @@ import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import tomli_w
@@ -24,6 +24,7 @@ DATA_LOCATIONS = (
     ("stores", "catalog"),
     ("stores", "lake"),
     ("stores", "models"),
+    ("s3", "endpoint_url"),
     ("encryption", "key_file"),
 )
 """Settings that decide where data (or the key to read it) lives: ``init`` records them."""
@@ -34,12 +35,30 @@ class Section(BaseModel):
 
 
 class StoreSettings(Section):
-    """Backend URLs per role; relative sqlite/file paths are resolved against the home."""
+    """Backend URLs per role; relative sqlite/file paths are resolved against the home. The
+    lake and the models may be ``s3://bucket/prefix`` (an S3-compatible store, ``[s3]``)."""
 
     event_log: str = "sqlite:///events.db"
     catalog: str = "sqlite:///catalog.db"
     lake: str = "file://lake"
     models: str = "file://models"
+
+
+class S3Settings(Section):
+    """The S3-compatible store behind ``s3://bucket/prefix`` lake and model URLs.
+
+    Credentials are never settings: boto3 finds them where the AWS tools do (AWS_* variables,
+    ``~/.aws``, an instance or pod role)."""
+
+    endpoint_url: str | None = None
+    """Another S3-compatible store (MinIO, Ceph, R2…), e.g. ``http://minio:9000``; None: AWS."""
+    region: str | None = None
+    """None: the region boto3 finds (AWS_REGION, ``~/.aws/config``)."""
+    addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    """``path`` for stores that serve buckets only as ``endpoint/bucket`` (most MinIO)."""
+    writer_lease_seconds: float = Field(default=30.0, gt=0, le=3600)
+    """The lake's writer lease: renewed every quarter of it; a writer that died is replaced
+    once its lease went this long without renewal."""
 
 
 class ServerSettings(Section):
@@ -180,6 +199,7 @@ class BatchSettings(Section):
 class Settings(Section):
     home: Path = Path("var")
     stores: StoreSettings = StoreSettings()
+    s3: S3Settings = S3Settings()
     server: ServerSettings = ServerSettings()
     limits: LimitSettings = LimitSettings()
     training: TrainingSettings = TrainingSettings()

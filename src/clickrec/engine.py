@@ -18,6 +18,7 @@ from clickrec.backends.registry import (
     open_data_keys,
     open_event_log,
     open_lake,
+    open_model_store,
     open_shared_limits,
 )
 from clickrec.batch import JobRunner
@@ -57,15 +58,14 @@ class Engine:
         self.catalog = open_catalog(settings)
         self.data_keys = open_data_keys(settings)
         self.lake = open_lake(settings, self.data_keys)
-        self.models_root: Path = settings.store_path(settings.stores.models)
-        self.models_root.mkdir(parents=True, exist_ok=True)
+        self.models = open_model_store(settings)
         self.keys = KeyRing(self.catalog, self.data_keys, self.clock)
         self.pipeline = Pipeline(
             settings,
             self.log,
             self.lake,
             self.catalog,
-            self.models_root,
+            self.models,
             self.clock,
             self.data_keys,
         )
@@ -98,6 +98,7 @@ class Engine:
                 self.data_keys,
                 s.context_weight,
                 s.catch_up_seconds,
+                self.models,
             )
         if self.recommender is not None:
             self.log.before_commit = self.recommender.claim
@@ -159,5 +160,7 @@ class Engine:
             log.warning("could not unregister this serving process from the catalog")
         if self.shared_limits is not None:
             self.shared_limits.close()
+        self.lake.close()
+        self.models.close()
         self.log.close()
         self.catalog.close()

@@ -8,12 +8,19 @@ running the rotation again finishes the job under the same new key.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
-from clickrec.backends.registry import data_key_file, open_catalog, open_data_keys, open_lake
+from clickrec.backends.registry import (
+    data_key_file,
+    open_catalog,
+    open_data_keys,
+    open_lake,
+    open_model_store,
+)
 from clickrec.config import Settings
 from clickrec.core.datakeys import (
     DataKey,
@@ -21,7 +28,6 @@ from clickrec.core.datakeys import (
     DataKeys,
     read_key_file,
     unseal_if_sealed,
-    write_file_atomically,
     write_key_file,
 )
 from clickrec.core.errors import Conflict
@@ -60,21 +66,14 @@ def rotate_data_key(
     timer.start()
     try:
         if not guard.acquire_writer(stop):
+            guard.close()
             raise Conflict("the lake is being written (is `clickrec serve` running?); stop it")
     finally:
         timer.cancel()
     try:
         path = data_key_file(settings)
         keys = _with_new_key(path, current)
-        lake = open_lake(settings, keys)
-        files = [("lake", part) for part in lake.parts()]
-        files += [("model", file) for file in _artifact_files(settings)]
-        for done, (kind, file) in enumerate(files, start=1):
-            if kind == "lake":
-                lake.rewrite_part(file)
-            else:
-                _reseal(file, keys)
-            progress(done, len(files))
+        files = _reseal_files(settings, keys, progress)
         # The SigV4 secrets of API keys are sealed too (boto3 clients sign with them).
         catalog = open_catalog(settings)
         try:
@@ -84,9 +83,29 @@ def rotate_data_key(
         retired = [key_id for key_id in keys.key_ids if key_id != keys.active.key_id]
         if path is not None:
             write_key_file(path, [keys.active])
-        return Rotation(keys.active.key_id, retired, len(files), path)
+        return Rotation(keys.active.key_id, retired, files, path)
     finally:
-        guard.release_writer()
+        guard.close()
+
+
+def _reseal_files(settings: Settings, keys: DataKeys, progress: Progress) -> int:
+    """Rewrite every lake part and model file under the active key; count them."""
+    lake = open_lake(settings, keys)
+    try:
+        models = open_model_store(settings)
+        try:
+            files: list[PurePath | str] = [*lake.parts(), *models.files()]
+            for done, file in enumerate(files, start=1):
+                if isinstance(file, PurePath):
+                    lake.rewrite_part(file)
+                else:
+                    models.rewrite(file, functools.partial(_resealed, name=file, keys=keys))
+                progress(done, len(files))
+            return len(files)
+        finally:
+            models.close()
+    finally:
+        lake.close()
 
 
 def _with_new_key(path: Path | None, current: DataKeys) -> DataKeys:
@@ -106,15 +125,6 @@ def _with_new_key(path: Path | None, current: DataKeys) -> DataKeys:
     return DataKeys(keys)
 
 
-def _artifact_files(settings: Settings) -> list[Path]:
-    models = settings.store_path(settings.stores.models)
-    return sorted(
-        file
-        for file in models.glob("*/*")
-        if file.is_file() and not file.name.endswith(".tmp") and not file.name.startswith(".")
-    )
-
-
-def _reseal(file: Path, keys: DataKeys) -> None:
-    plain = unseal_if_sealed(file.read_bytes(), keys, str(file))
-    write_file_atomically(file, keys.seal(plain))
+def _resealed(data: bytes, name: str, keys: DataKeys) -> bytes:
+    """An artifact file's bytes sealed under the active key."""
+    return keys.seal(unseal_if_sealed(data, keys, name))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, Protocol
 
 import pyarrow as pa
@@ -120,11 +120,18 @@ class EventLog(Protocol):
 
 
 class Lake(Protocol):
-    """Columnar archive of the event log (the role Firehose → S3 plays)."""
+    """Columnar archive of the event log (the role Firehose → S3 plays).
 
-    root: Path
+    Parts are named by paths: local ones for a folder, ``bucket/key`` ones for S3; a path
+    is only ever handed back to the lake that listed it.
+    """
 
-    def write_batch(self, table: pa.Table, batch_first: int, batch_last: int) -> list[Path]:
+    @property
+    def root(self) -> PurePath:
+        """Where the lake is: a folder, or ``bucket/prefix``."""
+        ...
+
+    def write_batch(self, table: pa.Table, batch_first: int, batch_last: int) -> Sequence[PurePath]:
         """Write one consumer batch (seq range inclusive), one Parquet file per event date."""
         ...
 
@@ -132,28 +139,24 @@ class Lake(Protocol):
         """Remove files of batches past the committed offset (a crash residue); count them."""
         ...
 
-    def glob(self) -> str:
-        """A path pattern DuckDB reads with hive partitioning (unencrypted parts only)."""
-        ...
-
     def has_files(self) -> bool: ...
 
-    def parts(self, max_seq: int | None = None) -> list[Path]:
+    def parts(self, max_seq: int | None = None) -> Sequence[PurePath]:
         """Every part file (``.../date=YYYY-MM-DD/<name>.parquet``), or only those that may
         hold a seq <= ``max_seq``."""
         ...
 
-    def read_part(self, path: Path, columns: list[str] | None = None) -> pa.Table:
+    def read_part(self, path: PurePath, columns: list[str] | None = None) -> pa.Table:
         """One part's rows (decrypted); DataKeyError naming the file when it cannot be."""
         ...
 
-    def part_rows(self, path: Path) -> int: ...
+    def part_rows(self, path: PurePath) -> int: ...
 
-    def rewrite_part(self, path: Path) -> None:
+    def rewrite_part(self, path: PurePath) -> None:
         """Rewrite one part atomically under the active data key (key rotation)."""
         ...
 
-    def replace_part(self, path: Path, table: pa.Table) -> None:
+    def replace_part(self, path: PurePath, table: pa.Table) -> None:
         """Replace one part's rows atomically (erasure); no rows removes the part."""
         ...
 
@@ -166,3 +169,37 @@ class Lake(Protocol):
         ...
 
     def release_writer(self) -> None: ...
+
+    def close(self) -> None:
+        """Release the writer lock if held and any connection."""
+        ...
+
+
+class ModelStore(Protocol):
+    """Where trained model artifacts live: one folder of files per version.
+
+    Artifacts are saved to and loaded from local folders (``models`` knows nothing of
+    stores); the store moves those folders to where they live, and back.
+    """
+
+    def folder_for(self, version: str) -> Path:
+        """The local folder to save a new version's artifact into."""
+        ...
+
+    def publish(self, version: str, folder: Path) -> str:
+        """Make the saved folder the version's artifact; its location, for the catalog."""
+        ...
+
+    def fetch(self, location: str) -> Path:
+        """A local folder holding the artifact at ``location`` (as ``publish`` returned)."""
+        ...
+
+    def files(self) -> list[str]:
+        """Every artifact file (key rotation re-seals them one by one)."""
+        ...
+
+    def rewrite(self, file: str, change: Callable[[bytes], bytes]) -> None:
+        """Replace one artifact file's bytes with ``change(bytes)``, atomically."""
+        ...
+
+    def close(self) -> None: ...

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from clickrec.backends.base import EventLog, Lake
+from clickrec.backends.base import EventLog, Lake, ModelStore
 from clickrec.backends.sql_catalog import SQLCatalog
 from clickrec.config import Settings
 from clickrec.core.datakeys import (
@@ -128,4 +130,51 @@ def open_lake(settings: Settings, data_keys: DataKeys | None = None) -> Lake:
         from clickrec.lake.localfs import LocalLake
 
         return LocalLake(settings.store_path(url), data_keys)
-    raise ValueError(f"no lake backend for {url!r} (supported: file://)")
+    if url.startswith("s3://"):
+        with _s3_client_module():
+            from clickrec.backends.s3 import S3Url, check_bucket, open_client
+            from clickrec.lake.s3 import S3Lake
+        client = open_client(settings.s3)
+        try:
+            check_bucket(client, S3Url.parse(url), "lake")
+        except BaseException:
+            client.close()
+            raise
+        return S3Lake(client, url, data_keys, settings.s3.writer_lease_seconds)
+    raise ValueError(f"no lake backend for {url!r} (supported: file://, s3://)")
+
+
+def open_model_store(settings: Settings) -> ModelStore:
+    """Where model artifacts are saved and loaded from (``stores.models``)."""
+    from clickrec.backends.model_store import LocalModelStore
+
+    url = settings.stores.models
+    if url.startswith("file://"):
+        return LocalModelStore(settings.store_path(url))
+    if url.startswith("s3://"):
+        with _s3_client_module():
+            from clickrec.backends.model_store import S3ModelStore
+            from clickrec.backends.s3 import S3Url, check_bucket, open_client
+        client = open_client(settings.s3)
+        try:
+            check_bucket(client, S3Url.parse(url), "model store")
+        except BaseException:
+            client.close()
+            raise
+        cache = settings.home / "cache"
+        cache.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return S3ModelStore(client, url, cache / "models")
+    raise ValueError(f"no model store for {url!r} (supported: file://, s3://)")
+
+
+@contextlib.contextmanager
+def _s3_client_module() -> Iterator[None]:
+    """Imports of the S3 backends: a missing boto3 is StoreUnavailable, saying what to do."""
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in ("boto3", "botocore"):
+            raise
+        raise StoreUnavailable(
+            "the s3:// stores need the boto3 client: pip install 'clickrec[s3]'"
+        ) from exc

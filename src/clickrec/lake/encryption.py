@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 from pathlib import Path
+from typing import TypeAlias
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -43,6 +44,13 @@ def is_encrypted(path: Path) -> bool:
         return file.read() == _ENCRYPTED_MAGIC
 
 
+def _tail_is_encrypted(source: pa.NativeFile) -> bool:
+    source.seek(-len(_ENCRYPTED_MAGIC), 2)
+    tail = source.read(len(_ENCRYPTED_MAGIC))
+    source.seek(0)
+    return tail == _ENCRYPTED_MAGIC
+
+
 class PartCipher:
     """Encryption and decryption properties for lake parts, under one set of data keys."""
 
@@ -69,25 +77,33 @@ class PartCipher:
         return self._factory.file_decryption_properties(self._kms, config)
 
 
-def open_part(path: Path, cipher: PartCipher | None) -> pq.ParquetFile:
+Source: TypeAlias = Path | pa.NativeFile
+"""A part as a local file, or as an open file of another store (named by ``name``)."""
+
+
+def open_part(source: Source, cipher: PartCipher | None, name: str = "") -> pq.ParquetFile:
     """A part, plain or encrypted; DataKeyError naming the file if it cannot be opened."""
-    if not is_encrypted(path):
-        return pq.ParquetFile(path)
+    name = name or str(source)
+    if not (is_encrypted(source) if isinstance(source, Path) else _tail_is_encrypted(source)):
+        return pq.ParquetFile(source)
     if cipher is None:
-        raise DataKeyError(f"cannot decrypt {path}: it is encrypted and no data key is configured")
+        raise DataKeyError(f"cannot decrypt {name}: it is encrypted and no data key is configured")
     try:
-        return pq.ParquetFile(path, decryption_properties=cipher.decryption_properties())
+        return pq.ParquetFile(source, decryption_properties=cipher.decryption_properties())
     except (DataKeyError, OSError, pa.ArrowException) as exc:
-        raise DataKeyError(f"cannot decrypt {path}: {exc}") from exc
+        raise DataKeyError(f"cannot decrypt {name}: {exc}") from exc
 
 
-def read_part(path: Path, cipher: PartCipher | None, columns: list[str] | None = None) -> pa.Table:
+def read_part(
+    source: Source, cipher: PartCipher | None, columns: list[str] | None = None, name: str = ""
+) -> pa.Table:
     """The rows of one part: only those of ``columns`` it has, when given."""
-    with open_part(path, cipher) as part:
+    name = name or str(source)
+    with open_part(source, cipher, name) as part:
         if columns is not None:
             present = set(part.schema_arrow.names)
-            columns = [name for name in columns if name in present]
+            columns = [column for column in columns if column in present]
         try:
             return part.read(columns=columns)
         except (OSError, pa.ArrowException) as exc:
-            raise DataKeyError(f"cannot decrypt {path}: {exc}") from exc
+            raise DataKeyError(f"cannot decrypt {name}: {exc}") from exc

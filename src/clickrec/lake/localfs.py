@@ -9,43 +9,25 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import os
-import re
 import threading
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from clickrec.core.datakeys import DataKeys
 from clickrec.lake.encryption import PartCipher, open_part, read_part
-
-_PART_NAME = re.compile(r"^part-(\d{20})-(\d{20})\.parquet$")
-_TEMP_SUFFIX = ".tmp"
-
-
-def _part_name(batch_first: int, batch_last: int) -> str:
-    return f"part-{batch_first:020d}-{batch_last:020d}.parquet"
-
-
-def _event_dates(table: pa.Table) -> pa.Array:
-    """The UTC calendar date of each row's ``timestamp`` (Unix seconds, float)."""
-    timestamp = table["timestamp"]
-    if timestamp.null_count:
-        raise ValueError("cannot partition events without a timestamp")
-    # Floor to whole seconds first: it is exact, whereas dividing a float by 86400 can round
-    # an event a hair before midnight into the next day. The timestamp→date cast floors too.
-    seconds = pc.cast(pc.floor(timestamp), pa.int64())
-    return pc.cast(pc.cast(seconds, pa.timestamp("s")), pa.date32())
-
-
-def _split_by_date(table: pa.Table) -> Iterator[tuple[dt.date, pa.Table]]:
-    """One sub-table per distinct event date; the loop is over dates, never rows."""
-    dates = _event_dates(table)
-    for day in pc.unique(dates).to_pylist():
-        yield day, table.filter(pc.equal(dates, pa.scalar(day, pa.date32())))
+from clickrec.lake.layout import (
+    EVENTS,
+    TEMP_SUFFIX,
+    date_folder,
+    is_uncommitted,
+    may_hold,
+    part_name,
+    split_by_date,
+)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -59,7 +41,7 @@ def _fsync_dir(folder: Path) -> None:
 
 def _write_atomically(table: pa.Table, path: Path, cipher: PartCipher | None) -> None:
     """Write, fsync, rename into place: readers see the whole part or none of it."""
-    temp = path.with_name(f"{path.name}.{uuid.uuid4().hex}{_TEMP_SUFFIX}")
+    temp = path.with_name(f"{path.name}.{uuid.uuid4().hex}{TEMP_SUFFIX}")
     encryption = cipher.encryption_properties() if cipher is not None else None
     try:
         with open(temp, "wb") as out:
@@ -77,7 +59,7 @@ class LocalLake:
 
     def __init__(self, root: Path, data_keys: DataKeys | None = None) -> None:
         self.root = Path(root)
-        self._events = self.root / "events"
+        self._events = self.root / EVENTS
         self._lock_fd: int | None = None
         self._cipher = PartCipher(data_keys) if data_keys is not None else None
         self._encrypt = data_keys is not None and data_keys.encrypt
@@ -103,16 +85,19 @@ class LocalLake:
             os.close(self._lock_fd)  # closing the descriptor releases the lock
             self._lock_fd = None
 
+    def close(self) -> None:
+        self.release_writer()
+
     def write_batch(self, table: pa.Table, batch_first: int, batch_last: int) -> list[Path]:
         """Write one consumer batch (seq range inclusive), one Parquet file per event date."""
-        name = _part_name(batch_first, batch_last)
-        written = [self._write_part(day, part, name) for day, part in _split_by_date(table)]
+        name = part_name(batch_first, batch_last)
+        written = [self._write_part(day, part, name) for day, part in split_by_date(table)]
         self._remove_stale_copies(name, keep=set(written))
         return written
 
     def drop_uncommitted(self, committed_seq: int) -> int:
         """Remove parts of batches past the committed offset and stray temp files; count them."""
-        doomed = [path for path in self._files() if self._is_uncommitted(path, committed_seq)]
+        doomed = [path for path in self._files() if is_uncommitted(path.name, committed_seq)]
         for path in doomed:
             path.unlink(missing_ok=True)
         # The deletions must survive a power cut: a resurrected part would duplicate the events
@@ -133,31 +118,28 @@ class LocalLake:
         if not self._events.is_dir():
             return []
         return sorted(
-            path
-            for path in self._events.glob("*/*.parquet")
-            if max_seq is None
-            or (match := _PART_NAME.match(path.name)) is None
-            or int(match.group(1)) <= max_seq
+            path for path in self._events.glob("*/*.parquet") if may_hold(path.name, max_seq)
         )
 
-    def read_part(self, path: Path, columns: list[str] | None = None) -> pa.Table:
+    def read_part(self, path: PurePath, columns: list[str] | None = None) -> pa.Table:
         """One part's rows, decrypted if need be; DataKeyError naming the file if it can't be."""
-        return read_part(path, self._cipher, columns)
+        return read_part(Path(path), self._cipher, columns)
 
-    def part_rows(self, path: Path) -> int:
+    def part_rows(self, path: PurePath) -> int:
         """A part's row count, from its (decrypted) footer alone."""
-        with open_part(path, self._cipher) as part:
+        with open_part(Path(path), self._cipher) as part:
             return int(part.metadata.num_rows)
 
-    def rewrite_part(self, path: Path) -> None:
+    def rewrite_part(self, path: PurePath) -> None:
         """Rewrite a part under the active data key (or in clear if encryption is off),
         atomically: a crash leaves the old part or the new one, each readable."""
-        _write_atomically(self.read_part(path), path, self._write_cipher)
+        _write_atomically(self.read_part(path), Path(path), self._write_cipher)
 
-    def replace_part(self, path: Path, table: pa.Table) -> None:
+    def replace_part(self, path: PurePath, table: pa.Table) -> None:
         """Replace a part's rows (erasure) atomically, under the active data key; a part
         left with no rows is removed. Its name (the batch's seq range) stays, so recovery
         and the archive's exactly-once bookkeeping are unchanged."""
+        path = Path(path)
         if table.num_rows:
             _write_atomically(table, path, self._write_cipher)
         else:
@@ -165,7 +147,7 @@ class LocalLake:
             self._tidy_folder(path.parent)
 
     def _write_part(self, day: dt.date, part: pa.Table, name: str) -> Path:
-        folder = self._events / f"date={day.isoformat()}"
+        folder = self._events / date_folder(day)
         if not folder.is_dir():
             folder.mkdir(parents=True, exist_ok=True)
             _fsync_dir(folder.parent)
@@ -187,13 +169,6 @@ class LocalLake:
     def _files(self) -> Iterator[Path]:
         if self._events.is_dir():
             yield from (path for path in self._events.glob("*/*") if path.is_file())
-
-    @staticmethod
-    def _is_uncommitted(path: Path, committed_seq: int) -> bool:
-        if path.name.endswith(_TEMP_SUFFIX):
-            return True
-        match = _PART_NAME.match(path.name)
-        return match is not None and int(match.group(1)) > committed_seq
 
     def _tidy_folder(self, folder: Path) -> None:
         """Persist deletions in ``folder``; drop the folder once it holds nothing."""

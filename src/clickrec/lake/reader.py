@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import PurePath
 from typing import Any
 
 import pyarrow as pa
@@ -95,7 +95,7 @@ def _conform(part: pa.Table, names: list[str], schema: pa.Schema) -> pa.Table:
     )
 
 
-def _part_date(path: Path) -> dt.date:
+def _part_date(path: PurePath) -> dt.date:
     """The hive partition of a part: its folder is ``date=YYYY-MM-DD``."""
     return dt.date.fromisoformat(path.parent.name.removeprefix("date="))
 

@@ -24,7 +24,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from clickrec.backends.base import EventLog
+from clickrec.backends.base import EventLog, ModelStore
 from clickrec.backends.sql_catalog import SQLCatalog
 from clickrec.core import memory
 from clickrec.core.datakeys import DataKeys
@@ -120,8 +120,10 @@ class Recommender:
         data_keys: DataKeys | None = None,
         context_weight: float = 1.0,
         catch_up_seconds: float = 0.05,
+        models: ModelStore | None = None,
     ) -> None:
         self.data_keys = data_keys
+        self.models = models  # None: a model's catalog path is its local folder
         self.catch_up_seconds = catch_up_seconds
         self.context_weight = context_weight
         self.log_store = log_store
@@ -346,7 +348,9 @@ class Recommender:
             live = self.catalog.live_model()
             if live is None or live["version"] == self.model_version:
                 return False
-            artifact = Artifact.load(Path(live["path"]), self.data_keys)
+            location = live["path"]
+            folder = self.models.fetch(location) if self.models else Path(location)
+            artifact = Artifact.load(folder, self.data_keys)
             scorer = Scorer(artifact, self.state, self.exploration, self.context_weight)
             self.scorer, self.model_version = scorer, live["version"]
             log.info("now serving model %s (%s)", live["version"], artifact.recipe)

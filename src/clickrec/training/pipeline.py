@@ -1,6 +1,6 @@
 """The training pipeline (the Step Functions state machine), one run at a time.
 
-readiness → dataset (lake + log tail, through DuckDB) → replay candidate recipes over the
+readiness → dataset (lake + log tail, read part by part) → replay candidate recipes over the
 newest events as serving would run them (``training.selection``) → fit the best on all data
 → gate against the live model in the same replay → publish.
 """
@@ -11,10 +11,9 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
-from clickrec.backends.base import EventLog, Lake
+from clickrec.backends.base import EventLog, Lake, ModelStore
 from clickrec.backends.sql_catalog import SQLCatalog
 from clickrec.config import Settings
 from clickrec.core.clock import Clock
@@ -184,7 +183,7 @@ class Pipeline:
         log_store: EventLog,
         lake: Lake,
         catalog: SQLCatalog,
-        models_root: Path,
+        models: ModelStore,
         clock: Clock,
         data_keys: DataKeys | None = None,
     ) -> None:
@@ -193,7 +192,7 @@ class Pipeline:
         self.log_store = log_store
         self.lake = lake
         self.catalog = catalog
-        self.models_root = models_root
+        self.models = models
         self.clock = clock
 
     def item_facts(self) -> tuple[dict[str, tuple[float | None, list[str]]], dict[str, str]]:
@@ -283,8 +282,9 @@ class Pipeline:
             live_score is None or best_score >= live_score * (1.0 - cfg.gate_tolerance)
         )
         version = time.strftime("v%Y%m%d-%H%M%S", time.gmtime(self.clock.now())) + f"-{run_id[:6]}"
-        folder = self.models_root / version
+        folder = self.models.folder_for(version)
         artifact.save(folder, self.data_keys)
+        location = self.models.publish(version, folder)
         progress("publish" if publish else "keep live model")
         self.catalog.add_model_version(
             {
@@ -292,7 +292,7 @@ class Pipeline:
                 "created_at": self.clock.now(),
                 "recipe": artifact.recipe,
                 "run_id": run_id,
-                "path": str(folder.resolve()),
+                "path": location,
                 "metrics": metrics,
                 "info": {"chosen": best.name},
             },
@@ -313,7 +313,7 @@ class Pipeline:
         chosen = live.get("info", {}).get("chosen")
         if chosen in scores:
             return scores[chosen][GATE_METRIC]
-        artifact = Artifact.load(Path(live["path"]), self.data_keys)
+        artifact = Artifact.load(self.models.fetch(live["path"]), self.data_keys)
         return score(artifact.recipe, artifact.params)
 
 
