@@ -625,6 +625,7 @@ def import_items(
     file: Path, home: HomeOpt = None, id_col: str = "item_id", list_sep: str = "|"
 ) -> None:
     """Import catalog items (categories and tags may be joined with --list-sep)."""
+    from clickrec.app import catalog
     from clickrec.importing import BATCH, item_records
 
     engine = _engine(home)
@@ -634,7 +635,7 @@ def import_items(
             task = bar.add_task(f"importing {file.name}", total=len(items))
             for start in range(0, len(items), BATCH):
                 chunk = items[start : start + BATCH]
-                engine.catalog.upsert_items([i.to_record() for i in chunk], engine.clock.now())
+                catalog.put_items(engine, [i.to_record() for i in chunk])
                 bar.advance(task, len(chunk))
     except ClickrecError as exc:
         raise _fail(exc) from exc
@@ -1000,29 +1001,11 @@ def evaluate(
 @app.command()
 def status(home: HomeOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Show the live model, recent training runs and the state of the stores."""
-    from clickrec.lake.reader import lake_stats
+    from clickrec.app import operate
 
     engine = _engine(home)
     try:
-        live = engine.catalog.live_model()
-        info = {
-            "home": str(engine.settings.home.resolve()),
-            "events": engine.log.last_seq(),
-            "archived": engine.log.get_offset("archive"),
-            "items": engine.catalog.count_items(),
-            "lake": lake_stats(engine.lake),
-            "live_model": None
-            if live is None
-            else {
-                "version": live["version"],
-                "recipe": live["recipe"],
-                "mrr@20": live["metrics"].get("mrr@20"),
-            },
-            "runs": [
-                {k: r[k] for k in ("id", "state", "trigger", "step", "model_version", "error")}
-                for r in engine.catalog.list_runs(limit=5)
-            ],
-        }
+        info = operate.status(engine)
     finally:
         engine.close()
     if as_json:

@@ -276,14 +276,16 @@ def test_dead_letters_are_parked_updated_moved_and_listed_in_seq_order(make_log)
     assert [d["seq"] for d in log.dead_letters("archive")] == [2, 4]
     assert [d["seq"] for d in log.dead_letters(limit=2)] == [2, 4]
     assert [d["error"] for d in log.dead_letters(seqs=[5, 3])] == ["bad 5"]
+    assert (log.count_dead_letters(), log.count_dead_letters("archive")) == (3, 2)
 
     assert log.set_dead_state([2], "replay") == 1
+    assert log.count_dead_letters(states=("parked",)) == 2
     assert log.dead_letters(states=("replay",))[0]["seq"] == 2
     assert log.set_dead_state([2], "done", now=20.0) == 1
     assert [d["seq"] for d in log.dead_letters()] == [4, 5]  # done letters are not listed
     assert log.set_dead_state([2], "purged") == 0  # only parked or replaying ones move
     assert log.set_dead_state(None, "purged", now=30.0) == 2
-    assert log.dead_letters() == []
+    assert log.dead_letters() == [] and log.count_dead_letters() == 0
     every = log.dead_letters(states=("parked", "replay", "done", "purged"))
     assert [(d["seq"], d["state"], d["replayed_at"]) for d in every] == [
         (2, "done", 20.0),

@@ -23,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from clickrec.api import sigv4
+from clickrec.app import catalog
 from clickrec.core.errors import (
     ClickrecError,
     Conflict,
@@ -429,12 +430,7 @@ async def _put_items(request: Request, engine: Engine, body: bytes) -> dict[str,
     except InvalidInput as exc:
         raise InvalidInput(_problems("items", exc.errors, {})) from exc
 
-    def write() -> None:
-        engine.catalog.upsert_items([i.to_record() for i in items], engine.clock.now())
-        if engine.recommender is not None:
-            engine.recommender.refresh_catalog()
-
-    await run_in_threadpool(write)
+    await run_in_threadpool(catalog.put_items, engine, [i.to_record() for i in items])
     return {}
 
 
@@ -449,8 +445,7 @@ async def _put_users(request: Request, engine: Engine, body: bytes) -> dict[str,
         users = parse_batch(User, rows)
     except InvalidInput as exc:
         raise InvalidInput(_problems("users", exc.errors, {})) from exc
-    records = [u.model_dump() for u in users]
-    await run_in_threadpool(engine.catalog.upsert_users, records, engine.clock.now())
+    await run_in_threadpool(catalog.put_users, engine, [u.model_dump() for u in users])
     return {}
 
 

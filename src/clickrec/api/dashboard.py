@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request, Response
 
 from clickrec.api.routes import Admin, Eng
 from clickrec.api.schemas import DashboardData
+from clickrec.app import operate
 from clickrec.core.errors import NotFound
 from clickrec.engine import Engine
 from clickrec.observability.metrics import Metrics
@@ -76,12 +77,11 @@ def data(request: Request, engine: Eng, _: Admin) -> dict[str, Any]:
 
 def take_sample(engine: Engine, metrics: Metrics, at: float) -> Sample:
     """The counters and the stores' gauges now (the same figures /metrics reports)."""
-    last = engine.log.last_seq()
-    lag = {"archive": last - engine.log.get_offset("archive")}
-    if engine.recommender is not None:
-        lag["online state"] = engine.recommender.lag(last)
-    dead = len(engine.log.dead_letters(None, limit=10**9))
-    return Sample(at, read_counters(metrics), lag, dead)
+    now = operate.gauges(engine)
+    lag = {"archive": now.archive_lag}
+    if now.serving_lag is not None:
+        lag["online state"] = now.serving_lag
+    return Sample(at, read_counters(metrics), lag, now.dead_letters)
 
 
 def _models(engine: Engine) -> list[dict[str, Any]]:

@@ -31,6 +31,7 @@ from clickrec.api.schemas import (
     RecommendationList,
     RunState,
 )
+from clickrec.app import catalog, operate
 from clickrec.batch import MAX_PAGE_LINES, PAGE_LINES, JobRunner, chunks, read_page
 from clickrec.core.errors import FieldError, InvalidInput, NotFound, StoreUnavailable
 from clickrec.core.types import Context, EventBatch, ItemBatch, UserBatch
@@ -154,58 +155,15 @@ async def healthz() -> dict[str, str]:
 def readyz(engine: Eng) -> JSON:
     """Ready to serve: stores reachable, a model or the fallback loaded, and the consumers
     within their lag bounds; 503 with the reasons otherwise."""
-    checks: dict[str, Any] = {}
-    reasons: list[str] = []
-    limits = engine.settings.limits
-    try:
-        engine.catalog.ping()
-        checks["catalog"] = "ok"
-        last = checks["event_log_last_seq"] = engine.log.last_seq()
-        lag = checks["archive_lag"] = last - engine.log.get_offset("archive")
-        if lag > limits.max_archive_lag:
-            reasons.append(f"archive lag {lag} events is over {limits.max_archive_lag}")
-        rec = engine.recommender
-        if rec is not None:
-            behind = checks["serving_lag"] = rec.lag(last)
-            if behind > limits.max_serving_lag:
-                reasons.append(f"serving lag {behind} events is over {limits.max_serving_lag}")
-    except Exception as exc:  # noqa: BLE001 - readiness reports, never raises
-        checks["stores"] = f"unreachable: {type(exc).__name__}"
-        reasons.append(f"stores unreachable: {type(exc).__name__}")
-    rec = engine.recommender
-    checks["model"] = rec.model_version if rec and rec.model_version else "fallback: trending"
-    body = {"status": "unavailable" if reasons else "ok", "checks": checks, "reasons": reasons}
-    return JSON(body, status_code=503 if reasons else 200)
+    now = operate.readiness(engine)
+    body = {"status": "ok" if now.ready else "unavailable", "checks": now.checks}
+    return JSON({**body, "reasons": now.reasons}, status_code=200 if now.ready else 503)
 
 
 @router.get("/metrics", include_in_schema=False)
 def metrics(request: Request, engine: Eng, _: Admin) -> Response:
     """Prometheus exposition (admin key: the figures describe the whole deployment)."""
-
-    def refresh(m: Metrics) -> None:
-        last = engine.log.last_seq()
-        m.consumer_lag.labels("archive").set(last - engine.log.get_offset("archive"))
-        m.dead_letters.labels("archive").set(len(engine.log.dead_letters("archive", limit=10**9)))
-        live = engine.catalog.live_model()
-        m.model_age.set(engine.clock.now() - live["created_at"] if live else 0.0)
-        m.model_metric.clear()
-        figures = (live or {}).get("metrics", {})
-        for name, value in (figures.get("replay") or figures.get("holdout") or {}).items():
-            if isinstance(value, int | float):
-                m.model_metric.labels(name).set(value)
-        m.training_seconds.clear()
-        for run in engine.catalog.list_runs(("succeeded", "failed"), limit=1):
-            if run["started_at"] and run["finished_at"]:
-                m.training_seconds.labels(run["state"]).set(run["finished_at"] - run["started_at"])
-        m.model_info.clear()
-        rec = engine.recommender
-        if rec is not None:
-            m.online_readers.labels("kept").set(len(rec.state.readers))
-            m.online_readers.labels("evicted").set(rec.state.readers_evicted)
-        if rec is not None and rec.model_version is not None:
-            m.model_info.labels(rec.model_version, rec.scorer.recipe).set(1)
-
-    body = request.app.state.metrics.render(refresh)
+    body = request.app.state.metrics.render(lambda m: operate.refresh_metrics(engine, m))
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
@@ -254,11 +212,7 @@ async def ingest_events(engine: Engine, metrics: Metrics, body: bytes) -> JSON:
 
 @router.put("/v1/items", tags=["catalog"])
 def put_items(batch: ItemBatch, engine: Eng, _: Ingest) -> dict[str, int]:
-    records = [item.to_record() for item in batch.items]
-    engine.catalog.upsert_items(records, engine.clock.now())
-    if engine.recommender is not None:
-        engine.recommender.refresh_catalog()
-    return {"upserted": len(records)}
+    return {"upserted": catalog.put_items(engine, [item.to_record() for item in batch.items])}
 
 
 def _served(request: Request, endpoint: str, ranked: Ranked) -> JSON:
@@ -306,17 +260,13 @@ def get_item(item_id: str, engine: Eng, _: Read) -> dict[str, Any]:
 
 @router.delete("/v1/items/{item_id:path}", tags=["catalog"])
 def delete_item(item_id: str, engine: Eng, _: Ingest) -> dict[str, str]:
-    if not engine.catalog.delete_item(item_id, engine.clock.now()):
-        raise NotFound(f"unknown item: {item_id}")
-    if engine.recommender is not None:
-        engine.recommender.refresh_catalog()
+    catalog.delete_item(engine, item_id)
     return {"deleted": item_id}
 
 
 @router.put("/v1/users", tags=["catalog"])
 def put_users(batch: UserBatch, engine: Eng, _: Ingest) -> dict[str, int]:
-    engine.catalog.upsert_users([u.model_dump() for u in batch.users], engine.clock.now())
-    return {"upserted": len(batch.users)}
+    return {"upserted": catalog.put_users(engine, [u.model_dump() for u in batch.users])}
 
 
 @router.get("/v1/users/{user_id:path}", tags=["catalog"])

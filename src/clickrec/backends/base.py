@@ -88,6 +88,13 @@ class EventLog(Protocol):
         (parked, replay, done, purged), parked_at, replayed_at."""
         ...
 
+    def count_dead_letters(
+        self, consumer: str | None = None, states: Sequence[str] = ("parked", "replay")
+    ) -> int:
+        """How many dead letters are in ``states`` (of one consumer, or all), without
+        loading them."""
+        ...
+
     def set_dead_state(
         self, seqs: Sequence[int] | None, state: str, now: float | None = None
     ) -> int:

@@ -628,6 +628,17 @@ class RedisEventLog:
         ]
         return letters[:limit] if limit >= 0 else letters
 
+    def count_dead_letters(
+        self, consumer: str | None = None, states: Sequence[str] = ("parked", "replay")
+    ) -> int:
+        self._check_open()
+        with self._failing("counting dead letters"):
+            values = cast(list[bytes], self._redis.hvals(self._keys.dead))
+        rows = (orjson.loads(v) for v in values)
+        return sum(
+            1 for r in rows if r["state"] in states and consumer in (None, r["consumer"])
+        )
+
     def _dead_rows(
         self, client: redis.Redis | redis.client.Pipeline, seqs: Sequence[int] | None
     ) -> dict[int, dict[str, Any]]:

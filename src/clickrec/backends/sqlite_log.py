@@ -521,6 +521,18 @@ class SQLiteEventLog:
         rows = self._reader().execute(query, [*params, limit]).fetchall()
         return [dict(zip(_DEAD_COLUMNS, row, strict=True)) for row in rows]
 
+    def count_dead_letters(
+        self, consumer: str | None = None, states: Sequence[str] = ("parked", "replay")
+    ) -> int:
+        where = f"state IN ({','.join('?' * len(states))})"
+        params: list[Any] = list(states)
+        if consumer is not None:
+            where += " AND consumer = ?"
+            params.append(consumer)
+        query = f"SELECT COUNT(*) FROM dead_letters WHERE {where}"  # nosec B608
+        (count,) = self._reader().execute(query, params).fetchone()
+        return int(count)
+
     def set_dead_state(
         self, seqs: Sequence[int] | None, state: str, now: float | None = None
     ) -> int:
