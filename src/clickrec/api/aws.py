@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from clickrec.api import sigv4
-from clickrec.app import catalog
+from clickrec.app import catalog, ingest
 from clickrec.core.errors import (
     ClickrecError,
     Conflict,
@@ -408,16 +408,9 @@ async def _put_events(request: Request, engine: Engine, body: bytes) -> dict[str
         rows.append({k: v for k, v in row.items() if v is not None})
     try:
         events = parse_batch(Event, rows)
-        result = await engine.ingestor.ingest_async(events)
+        await ingest.ingest(engine, request.app.state.metrics, events)
     except InvalidInput as exc:
         raise InvalidInput(_problems("eventList", exc.errors, _EVENT_FIELDS)) from exc
-    metrics = request.app.state.metrics
-    metrics.events_accepted.inc(result.accepted)
-    metrics.events_duplicate.inc(result.duplicates)
-    metrics.batch_size.observe(len(events))
-    clicks = sum(e.recommendation_id is not None for e in events)
-    if clicks:  # as in POST /v1/events: a batch with repeats counts at most accepted
-        metrics.recommendation_clicks.inc(min(clicks, result.accepted))
     return {}
 
 

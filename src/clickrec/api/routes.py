@@ -31,7 +31,7 @@ from clickrec.api.schemas import (
     RecommendationList,
     RunState,
 )
-from clickrec.app import catalog, operate
+from clickrec.app import catalog, ingest, operate
 from clickrec.batch import MAX_PAGE_LINES, PAGE_LINES, JobRunner, chunks, read_page
 from clickrec.core.errors import FieldError, InvalidInput, NotFound, StoreUnavailable
 from clickrec.core.types import Context, EventBatch, ItemBatch, UserBatch
@@ -190,23 +190,7 @@ async def ingest_events(engine: Engine, metrics: Metrics, body: bytes) -> JSON:
     wait for the group commit without holding a thread."""
     with tracing.span("validate"):
         batch = errors.parse_body(EventBatch, body)
-    result = await engine.ingestor.ingest_async(batch.events)
-    if tracing.enabled():
-        tracing.annotate(
-            {
-                "clickrec.events.batch_size": len(batch.events),
-                "clickrec.events.accepted": result.accepted,
-                "clickrec.events.duplicates": result.duplicates,
-            }
-        )
-    metrics.events_accepted.inc(result.accepted)
-    metrics.events_duplicate.inc(result.duplicates)
-    metrics.batch_size.observe(len(batch.events))
-    # Clicks on recommendations (the online CTR); a repeated event is not a new click, but
-    # which ones repeated is unknown here, so a batch with repeats counts at most accepted.
-    clicks = sum(e.recommendation_id is not None for e in batch.events)
-    if clicks:
-        metrics.recommendation_clicks.inc(min(clicks, result.accepted))
+    result = await ingest.ingest(engine, metrics, batch.events)
     return JSON({"accepted": result.accepted, "duplicates": result.duplicates}, status_code=202)
 
 
