@@ -600,3 +600,19 @@ def test_replicas_beat_and_acknowledge_erasures(catalog: SQLCatalog) -> None:
     catalog.ack_erasure(job["id"], "c")
     catalog.drop_erasure_acks(job["id"])
     assert catalog.erasure_acks(job["id"]) == set()
+
+
+def test_a_lease_has_one_holder_until_it_expires_or_is_given_up(catalog: SQLCatalog) -> None:
+    first = catalog.take_lease("trainer", "a", now=100.0, seconds=60.0)
+    assert first is not None
+    assert catalog.take_lease("trainer", "b", now=130.0, seconds=60.0) is None  # a holds it
+    assert catalog.take_lease("trainer", "a", now=150.0, seconds=60.0) == first  # renewed
+    assert catalog.take_lease("trainer", "b", now=200.0, seconds=60.0) is None  # to 210 now
+    taken = catalog.take_lease("trainer", "b", now=211.0, seconds=60.0)  # a went silent
+    assert taken is not None and taken > first  # a new holder, a new fencing token
+    assert catalog.take_lease("trainer", "a", now=212.0, seconds=60.0) is None
+    catalog.drop_lease("trainer", "a")  # not a's to give up: nothing changes
+    assert catalog.take_lease("trainer", "a", now=213.0, seconds=60.0) is None
+    catalog.drop_lease("trainer", "b")
+    assert catalog.take_lease("trainer", "a", now=214.0, seconds=60.0) == taken + 1
+    assert catalog.take_lease("other", "b", now=214.0, seconds=60.0) is not None  # by name

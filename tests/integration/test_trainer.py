@@ -11,6 +11,7 @@ from clickrec.core.clock import FixedClock
 from clickrec.core.types import Event
 from clickrec.engine import Engine
 from clickrec.testing.synthetic import BlogSpec, blog_interactions_as_events, generate_blog
+from clickrec.training.scheduler import LEASE_SECONDS
 
 pytestmark = pytest.mark.integration
 
@@ -109,3 +110,29 @@ def test_the_worker_hands_each_run_to_a_runner(tmp_path: Path) -> None:
         assert handed == [run["id"]]
     finally:
         engine.close()
+
+
+def test_two_workers_train_one_at_a_time_and_a_dead_ones_run_is_taken_over(
+    tmp_path: Path,
+) -> None:
+    """Two workers on one catalog: only the lease holder trains, and only it fails the
+    runs left running; when it dies, the other takes over once its lease expired."""
+    clock = FixedClock(1_000_000.0)
+    settings = load_settings(tmp_path / "home", environ={})
+    a = Engine(settings, clock=clock, serving=False)
+    b = Engine(settings, clock=clock, serving=False)
+    try:
+        assert a.trainer.hold() and not b.trainer.hold()
+        run = a.catalog.create_run("api", clock.now())
+        assert a.catalog.claim_run(run["id"], clock.now())  # a trains it… and dies
+        clock.advance(LEASE_SECONDS / 2)
+        assert not b.trainer.hold()  # a's lease still runs: its run is left alone
+        assert a.catalog.get_run(run["id"])["state"] == "running"
+        clock.advance(LEASE_SECONDS)
+        assert b.trainer.hold()  # a went silent: b holds the lease, fails a's run
+        after = b.catalog.get_run(run["id"])
+        assert after["state"] == "failed" and "interrupted" in after["error"]
+        assert not a.trainer.hold()  # a, were it only paused, does not train beside b
+    finally:
+        a.close()
+        b.close()

@@ -158,6 +158,17 @@ erasure_acks = sa.Table(
     sa.Column("replica_id", sa.String(32), primary_key=True),
 )
 
+# Leases: one holder at a time for a job that must not run twice at once (the trainer),
+# taken over once its holder stopped renewing it; ``token`` grows with every new holder.
+leases = sa.Table(
+    "leases",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(64), nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("token", sa.Integer, nullable=False),
+)
+
 _JSON_ITEM_FIELDS = ("categories", "tags", "attributes")
 _ITEM_FIELDS = [
     c.name for c in items.columns if c.name not in ("deleted", "updated_at", "change_seq")
@@ -363,6 +374,48 @@ class SQLCatalog:
     def drop_erasure_acks(self, erasure_id: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(erasure_acks.delete().where(erasure_acks.c.erasure_id == erasure_id))
+
+    # -- leases ------------------------------------------------------------------------
+    def take_lease(self, name: str, holder: str, now: float, seconds: float) -> int | None:
+        """Take or renew the lease ``name`` for ``seconds``: its fencing token (new with each
+        new holder) while ``holder`` has it, None while another holder's has not expired."""
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                sa.select(leases.c.holder, leases.c.expires_at, leases.c.token)
+                .where(leases.c.name == name)
+                .with_for_update()
+            ).first()
+            if row is None:
+                fresh = {"name": name, "holder": "", "expires_at": 0.0, "token": 0}
+                _upsert(conn, leases, [fresh], keep=("holder", "expires_at", "token"))
+                row = conn.execute(
+                    sa.select(leases.c.holder, leases.c.expires_at, leases.c.token)
+                    .where(leases.c.name == name)
+                    .with_for_update()
+                ).one()
+            if row.holder != holder and row.expires_at >= now:
+                return None
+            token = row.token if row.holder == holder else row.token + 1
+            taken = conn.execute(  # only if nobody changed the row since it was read
+                leases.update()
+                .where(
+                    leases.c.name == name,
+                    leases.c.holder == row.holder,
+                    leases.c.expires_at == row.expires_at,
+                    leases.c.token == row.token,
+                )
+                .values(holder=holder, expires_at=now + seconds, token=token)
+            )
+            return token if taken.rowcount else None
+
+    def drop_lease(self, name: str, holder: str) -> None:
+        """Give a lease up (the next taker need not wait for it to expire)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                leases.update()
+                .where(leases.c.name == name, leases.c.holder == holder)
+                .values(expires_at=0.0)
+            )
 
     # -- replicas ----------------------------------------------------------------------
     def beat(self, replica_id: str, now: float) -> None:

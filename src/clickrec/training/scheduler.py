@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+import uuid
 from collections.abc import Callable
 
 from clickrec.backends.base import EventLog
@@ -15,8 +17,16 @@ from clickrec.training.pipeline import Pipeline, execute_run
 log = logging.getLogger("clickrec.scheduler")
 
 
+LEASE = "trainer"
+LEASE_SECONDS = 60.0
+"""How long the trainer's lease lasts without renewal (renewed every quarter of it): a
+worker that died is replaced by another worker's trainer after this long."""
+
+
 class Trainer:
-    """One worker per server: runs pending runs and decides when to start new ones."""
+    """Runs pending runs and decides when to start new ones. Any number of workers may run
+    one: the one holding the catalog's ``trainer`` lease trains, the others wait their turn
+    (a worker that dies mid-run is replaced once its lease expires)."""
 
     def __init__(
         self,
@@ -36,6 +46,21 @@ class Trainer:
         # run to a child process (``clickrec train --run-id``).
         self.runner: Callable[[str], None] | None = None
         self._threshold_seq = 0  # log size when the last threshold attempt was made
+        self.holder = uuid.uuid4().hex
+        self.token: int | None = None  # the lease's fencing token while this trainer holds it
+        self._holding = threading.Lock()  # the loop and the renewer: one at a time
+
+    def hold(self) -> bool:
+        """Take or renew the trainer's lease; True while this trainer holds it. A new
+        holder first fails the runs its predecessor left running."""
+        with self._holding:
+            token = self.catalog.take_lease(LEASE, self.holder, self.clock.now(), LEASE_SECONDS)
+            if token is not None and token != self.token:
+                log.info("this worker trains now (lease token %d)", token)
+                self.token = token
+                self.fail_interrupted()
+            self.token = token
+            return token is not None
 
     def due_trigger(self) -> str | None:
         """Why a run should start now, or None."""
@@ -74,8 +99,9 @@ class Trainer:
                 execute_run(self.pipeline, self.catalog, run["id"], self.clock)
 
     def fail_interrupted(self) -> int:
-        """Mark runs left "running" by a worker that died as failed (one worker per home:
-        none of them can still be running); otherwise no run would ever start again."""
+        """Mark runs left "running" by a worker that died as failed (called by the lease's
+        new holder: no other trainer can still be running them); otherwise no run would
+        ever start again."""
         stale = self.catalog.list_runs(states=("running",))
         for run in stale:
             self.catalog.update_run(
@@ -88,14 +114,28 @@ class Trainer:
         return len(stale)
 
     def run_forever(self, stop: threading.Event, interval: float) -> None:
+        renewer = threading.Thread(target=self._renew, args=(stop,), name="trainer-lease")
+        renewer.start()
         try:
-            self.fail_interrupted()
-        except Exception:  # noqa: BLE001 - the catalog may be briefly unavailable
-            log.exception("could not check for interrupted training runs")
-        while not stop.is_set():
-            try:
-                self.step()
-            except Exception:  # noqa: BLE001 - the trainer must outlive one bad pass
-                log.exception("trainer pass failed")
-            self.wake.wait(interval)
-            self.wake.clear()
+            while not stop.is_set():
+                try:
+                    if self.hold():
+                        self.step()
+                except Exception:  # noqa: BLE001 - the trainer must outlive one bad pass
+                    log.exception("trainer pass failed")
+                self.wake.wait(interval)
+                self.wake.clear()
+        finally:
+            renewer.join()
+            if self.token is not None:
+                with contextlib.suppress(Exception):  # expires by itself otherwise
+                    self.catalog.drop_lease(LEASE, self.holder)
+
+    def _renew(self, stop: threading.Event) -> None:
+        """Keep the lease while a long run trains (the loop above waits for it)."""
+        while not stop.wait(LEASE_SECONDS / 4):
+            if self.token is not None:
+                try:
+                    self.hold()
+                except Exception:  # noqa: BLE001 - retried; the lease lasts meanwhile
+                    log.exception("could not renew the trainer's lease")
