@@ -8,6 +8,7 @@ the log and in the lake. Lost and duplicated must be 0.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from dataclasses import asdict
@@ -15,7 +16,8 @@ from pathlib import Path
 
 from common import log, report, row, verdict
 
-from clickrec.testing import crash
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: tests/
+from tests import crash  # noqa: E402 - after the path it lives on
 
 
 def main() -> None:

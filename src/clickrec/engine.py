@@ -70,7 +70,7 @@ class Engine:
             self.data_keys,
         )
         self.trainer = Trainer(self.pipeline, self.catalog, self.log, settings.training, self.clock)
-        self.archive = ArchiveConsumer(self.log, self.lake)
+        self.archive = ArchiveConsumer(self.log, self.lake, clock=self.clock)
         replica = uuid.uuid4().hex[:16] if serving else None
         self.eraser = Eraser(
             self.catalog, self.log, self.lake, self.clock, settings.home / "batch", replica
@@ -99,6 +99,7 @@ class Engine:
                 s.context_weight,
                 s.catch_up_seconds,
                 self.models,
+                self.clock,
             )
         if self.recommender is not None:
             self.log.before_commit = self.recommender.claim

@@ -14,7 +14,6 @@ import logging
 import math
 import secrets
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -170,7 +169,7 @@ class KeyRing:
 
     def tracker_origins(self) -> frozenset[str]:
         """Origins of every live tracker key (for CORS preflights, which carry no key)."""
-        now = time.monotonic()
+        now = self.clock.monotonic()
         with self._lock:
             if self._origins is not None and self._origins[0] > now:
                 return self._origins[1]
@@ -204,7 +203,7 @@ class KeyRing:
         """The principal and SigV4 secret of an access key id, with whether it is revoked
         and when it expires; None if no such key. The caller checks the signature first,
         and only then the key's state (``api.sigv4.verify``), so a guesser learns nothing."""
-        now = time.monotonic()
+        now = self.clock.monotonic()
         with self._lock:
             hit = self._sigv4_cache.get(presented_access_key_id)
         if hit and hit[0] > now:
@@ -242,7 +241,7 @@ class KeyRing:
 
     def verify(self, presented: str) -> Principal:
         """The key's principal, or Unauthorized (the message never echoes the key)."""
-        now = time.monotonic()
+        now = self.clock.monotonic()
         with self._lock:
             hit = self._cache.get(presented)
         if hit and hit[0] > now:

@@ -1,6 +1,6 @@
 """Crash safety: SIGKILL the server under load, restart it, and lose nothing acknowledged.
 
-The harness (clickrec.testing.crash) kills a real `clickrec serve` at random moments; here
+The harness (tests/crash.py) kills a real `clickrec serve` at random moments; here
 four times, `bench/crash.py` twenty and more."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from clickrec.testing import crash
+from tests import crash
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

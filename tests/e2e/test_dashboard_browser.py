@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from clickrec.testing.crash import serving
+from tests.crash import serving
 
 from .test_server import CLI, cli, key_from
 

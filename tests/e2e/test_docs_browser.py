@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from clickrec.testing.crash import serving
+from tests.crash import serving
 
 from .test_dashboard_browser import browser  # noqa: F401 - the fixture
 from .test_server import cli, key_from

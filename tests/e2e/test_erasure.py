@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from clickrec.testing.crash import serving, stop_server, wait_for
 from tests._scan import where
+from tests.crash import serving, stop_server, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 CLI = [sys.executable, "-m", "clickrec.cli"]

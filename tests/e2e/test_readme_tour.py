@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from clickrec.testing.crash import serving
+from tests.crash import serving
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]

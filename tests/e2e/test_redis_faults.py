@@ -21,7 +21,7 @@ import pytest
 from clickrec.backends.redis_log import RedisEventLog
 from clickrec.backends.registry import open_data_keys, open_lake
 from clickrec.config import load_settings
-from clickrec.testing.crash import free_port, serving, start_server, stop_server, wait_for
+from tests.crash import free_port, serving, start_server, stop_server, wait_for
 from tests.redisserver import server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

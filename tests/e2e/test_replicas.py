@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from clickrec.testing.crash import serving, wait_for
+from tests.crash import serving, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -16,7 +16,7 @@ import pytest
 
 from clickrec.backends.registry import open_data_keys, open_lake
 from clickrec.config import load_settings
-from clickrec.testing.crash import free_port, wait_for
+from tests.crash import free_port, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 CLI = [sys.executable, "-m", "clickrec.cli"]

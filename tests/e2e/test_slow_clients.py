@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from clickrec.testing.crash import serving
+from tests.crash import serving
 
 pytestmark = [pytest.mark.e2e]
 CLI = [sys.executable, "-m", "clickrec.cli"]

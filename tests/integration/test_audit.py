@@ -4,12 +4,16 @@ keys may expire."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from clickrec.api.app import create_app
 from clickrec.cli import app
+from clickrec.config import load_settings
+from clickrec.core.clock import FixedClock
 from clickrec.core.errors import InvalidInput
 from clickrec.engine import Engine
 
@@ -55,15 +59,24 @@ def test_cli_key_actions_are_audited_too(engine: Engine) -> None:
     assert entries[0]["target"] == key_id and entries[0]["actor"].startswith("cli:")
 
 
-def test_an_expired_key_stops_working(client: TestClient, engine: Engine) -> None:
-    now = time.time()
-    key, _ = engine.keys.create("read", None, now)
-    soon = engine.keys.create_key("read", None, now, expires_at=now + 0.5)
-    headers = {"Authorization": f"Bearer {soon.key}"}
-    assert client.get("/v1/trending", headers=headers).status_code == 200
-    time.sleep(0.6)
-    expired = client.get("/v1/trending", headers=headers)
-    assert expired.status_code == 401 and "expired" in expired.json()["error"]
-    assert client.get("/v1/trending", headers={"Authorization": f"Bearer {key}"}).status_code == 200
-    with pytest.raises(InvalidInput, match="past"):
-        engine.keys.create_key("read", None, now, expires_at=now - 1)
+def test_an_expired_key_stops_working(tmp_path: Path) -> None:
+    clock = FixedClock(1_800_000_000.0)
+    engine = Engine(load_settings(tmp_path / "home", environ={}), clock=clock)
+    try:
+        now = clock.now()
+        key, _ = engine.keys.create("read", None, now)
+        soon = engine.keys.create_key("read", None, now, expires_at=now + 1.0)
+        headers = {"Authorization": f"Bearer {soon.key}"}
+        with TestClient(create_app(engine)) as client:
+            assert client.get("/v1/trending", headers=headers).status_code == 200
+            clock.advance(0.5)
+            assert client.get("/v1/trending", headers=headers).status_code == 200  # cached
+            clock.advance(0.5)  # its expiry, within the cache's 2 s: refused all the same
+            expired = client.get("/v1/trending", headers=headers)
+            assert expired.status_code == 401 and "expired" in expired.json()["error"]
+            live = client.get("/v1/trending", headers={"Authorization": f"Bearer {key}"})
+            assert live.status_code == 200
+        with pytest.raises(InvalidInput, match="past"):
+            engine.keys.create_key("read", None, now, expires_at=now - 1)
+    finally:
+        engine.close()

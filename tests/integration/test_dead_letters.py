@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from clickrec.cli import app
+from clickrec.core.clock import FixedClock
 from clickrec.engine import Engine
 from clickrec.ingestion.archive import ArchiveConsumer, problems
 
@@ -51,7 +52,8 @@ def test_a_poison_event_is_parked_fixed_replayed_and_archived_once(
         client.post("/v1/events", json={"events": events(5, 5)}, headers=keys["ingest"]).status_code
         == 202
     )
-    archive = ArchiveConsumer(engine.log, engine.lake, max_attempts=3)
+    clock = FixedClock(1_800_000_000.0)
+    archive = ArchiveConsumer(engine.log, engine.lake, max_attempts=3, clock=clock)
 
     assert archive.run_once() == 5  # the five before it go on; the poison is retried
     assert archive.run_once() == 0 and archive.run_once() == 6  # third attempt: parked
@@ -61,6 +63,7 @@ def test_a_poison_event_is_parked_fixed_replayed_and_archived_once(
     assert letters["count"] == 1
     (letter,) = letters["dead_letters"]
     assert letter["event_id"] == "poison" and letter["attempts"] == 3
+    assert letter["parked_at"] == clock.now()
     assert "context is not valid JSON" in letter["error"]
     shown = client.get(f"/v1/dead-letters/{letter['seq']}", headers=keys["admin"]).json()
     assert shown["event"]["context"] == "{not json"
@@ -85,12 +88,13 @@ def test_a_poison_event_is_parked_fixed_replayed_and_archived_once(
         app, ["dlq", "replay", str(letter["seq"]), "--home", str(engine.settings.home)]
     )
     assert replayed.exit_code == 0, replayed.output
+    clock.advance(60)
     assert archive.replay_dead_letters() == 1
     assert archive.replay_dead_letters() == 0  # done: not again
     assert archived(engine) == sorted([*(f"e{i}" for i in range(10)), "poison"])
     assert client.get("/v1/dead-letters", headers=keys["admin"]).json()["count"] == 0
     done = client.get("/v1/dead-letters?state=done", headers=keys["admin"]).json()
-    assert done["dead_letters"][0]["replayed_at"] is not None
+    assert done["dead_letters"][0]["replayed_at"] == clock.now()
     metrics = client.get("/metrics", headers=keys["admin"]).text
     assert 'clickrec_dead_letters{consumer="archive"} 0.0' in metrics
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
-import time
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
+from clickrec.api.app import create_app
 from clickrec.backends.sqlite_log import SQLiteEventLog
+from clickrec.config import load_settings
+from clickrec.core.clock import FixedClock
 from clickrec.engine import Engine
 
 pytestmark = pytest.mark.integration
@@ -49,36 +52,42 @@ def test_metrics_need_admin_and_count_events(client: TestClient, keys: H) -> Non
     assert sample(text, "clickrec_online_readers", '{state="evicted"}') == 0
 
 
-def test_freshness_is_measured_for_own_and_tailed_events(
-    client: TestClient, keys: H, engine: Engine
-) -> None:
+def test_freshness_is_measured_for_own_and_tailed_events(tmp_path: Path) -> None:
     """Events acknowledged here reach recommendations at once; events another process
     wrote (an import) reach them through the log tail, and both show in /metrics."""
-    events = [{"session_id": "s", "item_id": f"p{i}"} for i in range(3)]
-    assert (
-        client.post("/v1/events", json={"events": events}, headers=keys["ingest"]).status_code
-        == 202
-    )
-    other = SQLiteEventLog(engine.log.path)  # type: ignore[attr-defined]
-    other.append(
-        [
-            {
-                "event_id": "imported",
-                "timestamp": 1.0,
-                "session_id": "s",
-                "item_id": "q",
-                "event_type": "view",
-                "received_at": time.time() - 2.0,
-            }
-        ]
-    )
-    other.close()
-    assert engine.recommender is not None
-    engine.recommender.catch_up()
-    text = client.get("/metrics", headers=keys["admin"]).text
+    clock = FixedClock(1_800_000_000.0)
+    engine = Engine(load_settings(tmp_path / "home", environ={}), clock=clock)
+    try:
+        ingest, _ = engine.keys.create("ingest", None, clock.now())
+        admin, _ = engine.keys.create("admin", None, clock.now())
+        with TestClient(create_app(engine)) as client:
+            events = [{"session_id": "s", "item_id": f"p{i}"} for i in range(3)]
+            sent = client.post(
+                "/v1/events", json={"events": events}, headers={"Authorization": f"Bearer {ingest}"}
+            )
+            assert sent.status_code == 202
+            other = SQLiteEventLog(engine.log.path)  # type: ignore[attr-defined]
+            other.append(
+                [
+                    {
+                        "event_id": "imported",
+                        "timestamp": 1.0,
+                        "session_id": "s",
+                        "item_id": "q",
+                        "event_type": "view",
+                        "received_at": clock.now() - 2.0,
+                    }
+                ]
+            )
+            other.close()
+            assert engine.recommender is not None
+            engine.recommender.catch_up()
+            text = client.get("/metrics", headers={"Authorization": f"Bearer {admin}"}).text
+    finally:
+        engine.close()
     name = "clickrec_recommendation_freshness_seconds"
     own, tail = '{path="own"}', '{path="tail"}'
     assert sample(text, f"{name}_count", own) == sample(text, f"{name}_count", tail) == 1.0
     # The imported event was acknowledged two seconds before the tail applied it.
-    assert sample(text, f"{name}_sum", tail) >= 2.0
-    assert sample(text, f"{name}_sum", own) < 1.0
+    assert sample(text, f"{name}_sum", tail) == 2.0
+    assert sample(text, f"{name}_sum", own) == 0.0

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from pydantic import ValidationError
 
-from clickrec import keys
 from clickrec.backends.sql_catalog import SQLCatalog
 from clickrec.config import CONFIG_FILE, Settings, load_settings, write_default_config
+from clickrec.core.clock import FixedClock
 from clickrec.core.errors import Forbidden, InvalidInput, Unauthorized
 from clickrec.keys import KeyRing
 
@@ -177,18 +176,17 @@ def test_a_revoked_key_stops_working(catalog: SQLCatalog) -> None:
 
 
 def test_a_revoked_key_stops_working_on_a_busy_server_within_the_cache_time(
-    catalog: SQLCatalog, monkeypatch: pytest.MonkeyPatch
+    catalog: SQLCatalog,
 ) -> None:
-    clock = [1000.0]
-    monkeypatch.setattr(keys, "time", SimpleNamespace(monotonic=lambda: clock[0]))
-    ring = KeyRing(catalog)
+    clock = FixedClock(NOW)
+    ring = KeyRing(catalog, clock=clock)
     key, principal = ring.create("read", None, now=NOW)
     assert ring.verify(key) == principal  # now cached
 
     catalog.revoke_key(principal.key_id, now=NOW)
-    clock[0] += 1.0
+    clock.advance(1.0)
     assert ring.verify(key) == principal  # still cached for up to 2 s
-    clock[0] += 1.5
+    clock.advance(1.5)
     with pytest.raises(Unauthorized):
         ring.verify(key)
 

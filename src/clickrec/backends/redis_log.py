@@ -635,9 +635,7 @@ class RedisEventLog:
         with self._failing("counting dead letters"):
             values = cast(list[bytes], self._redis.hvals(self._keys.dead))
         rows = (orjson.loads(v) for v in values)
-        return sum(
-            1 for r in rows if r["state"] in states and consumer in (None, r["consumer"])
-        )
+        return sum(1 for r in rows if r["state"] in states and consumer in (None, r["consumer"]))
 
     def _dead_rows(
         self, client: redis.Redis | redis.client.Pipeline, seqs: Sequence[int] | None

@@ -11,10 +11,17 @@ class Clock(Protocol):
         """Current time, Unix seconds (UTC)."""
         ...
 
+    def monotonic(self) -> float:
+        """Seconds from an arbitrary start that never step back: for cache lifetimes."""
+        ...
+
 
 class SystemClock:
     def now(self) -> float:
         return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
 
 
 class FixedClock:
@@ -24,6 +31,9 @@ class FixedClock:
         self.t = t
 
     def now(self) -> float:
+        return self.t
+
+    def monotonic(self) -> float:
         return self.t
 
     def advance(self, seconds: float) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable
 
 import numpy as np
@@ -21,6 +20,7 @@ import pyarrow.compute as pc
 
 from clickrec.backends.base import EventLog, Lake
 from clickrec.core import memory
+from clickrec.core.clock import Clock, SystemClock
 from clickrec.observability import tracing
 
 logger = logging.getLogger("clickrec.archive")
@@ -42,6 +42,7 @@ class ArchiveConsumer:
         name: str = "archive",
         batch_size: int = 50_000,
         max_attempts: int = 3,
+        clock: Clock | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -50,6 +51,7 @@ class ArchiveConsumer:
         self.name = name
         self.batch_size = batch_size
         self.max_attempts = max_attempts
+        self.clock = clock or SystemClock()
         self._attempts: dict[int, int] = {}  # seq -> failed passes so far
         self._recovered = False
         self._busy = False  # archived something since it was last caught up
@@ -134,7 +136,7 @@ class ArchiveConsumer:
         if _CRASH_AFTER_LAKE_WRITE:
             os._exit(137)
         if letters:  # before the offset moves past them, so a crash cannot lose them
-            self.log.park(self.name, letters, time.time())
+            self.log.park(self.name, letters, self.clock.now())
             logger.error("parked %d event(s) in the dead-letter store", len(letters))
             for seq, _, _, _ in letters:
                 self._attempts.pop(seq, None)
@@ -159,13 +161,13 @@ class ArchiveConsumer:
                     (seqs[i], rows["event_id"][i].as_py(), error, attempts[seqs[i]] + 1)
                     for i, error in bad.items()
                 ],
-                time.time(),
+                self.clock.now(),
             )
         done = [i for i in range(rows.num_rows) if i not in bad]
         for i in done:  # one part per event, named by its seq: a rerun rewrites the same file
             self.lake.write_batch(rows.take([i]), seqs[i], seqs[i])
         if done:
-            self.log.set_dead_state([seqs[i] for i in done], "done", time.time())
+            self.log.set_dead_state([seqs[i] for i in done], "done", self.clock.now())
             logger.info("replayed %d dead letter(s) into the lake", len(done))
         return len(done)
 

@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 from clickrec.backends.base import EventLog, ModelStore
 from clickrec.backends.sql_catalog import SQLCatalog
 from clickrec.core import memory
+from clickrec.core.clock import Clock, SystemClock
 from clickrec.core.datakeys import DataKeys
 from clickrec.core.errors import InvalidInput, NotFound
 from clickrec.core.schema import reader_column, reader_key
@@ -121,7 +122,9 @@ class Recommender:
         context_weight: float = 1.0,
         catch_up_seconds: float = 0.05,
         models: ModelStore | None = None,
+        clock: Clock | None = None,
     ) -> None:
+        self.clock = clock or SystemClock()
         self.data_keys = data_keys
         self.models = models  # None: a model's catalog path is its local folder
         self.catch_up_seconds = catch_up_seconds
@@ -222,7 +225,7 @@ class Recommender:
             [r.get("context") for r in records],
         )
         if self.on_fresh is not None and records:
-            self.on_fresh("own", time.time() - min(r["received_at"] for r in records))
+            self.on_fresh("own", self.clock.now() - min(r["received_at"] for r in records))
 
     def _observe(
         self,
@@ -270,7 +273,7 @@ class Recommender:
             self._cursor = seqs[-1]
         if fresh and self.on_fresh is not None:
             oldest = pc.min(applied.column("received_at")).as_py()
-            self.on_fresh("tail", max(0.0, time.time() - oldest))
+            self.on_fresh("tail", max(0.0, self.clock.now() - oldest))
         return len(seqs)
 
     def current(self) -> None:

@@ -1,1 +1,1 @@
-"""Synthetic data and contract suites the package ships for its own and users' tests."""
+"""Synthetic data the package ships: for `clickrec demo`, the benchmarks and the tests."""

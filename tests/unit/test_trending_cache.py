@@ -1,4 +1,5 @@
-"""Regression tests for review findings on scoring (all fixed)."""
+"""The trending list shared by every reader is cached between requests; the cache must
+follow the events, so a burst that changes which item leads is served at once."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ def test_trending_follows_a_doubling_of_events() -> None:
     scorer = Scorer(None, state, Exploration(weight=0.0))
     t = 1_700_000_000.0
     state.observe(["s:a"] * 999 + ["s:b"], ["a"] * 999 + ["b"], [t] * 1000)
-    trending, _ = scorer.shared()  # seen 1000: key part 1000 // 1 = 1000
+    trending, _ = scorer.shared()  # cached with "a" far ahead
     assert trending[state.item_index["b"]] < 0.01
     state.observe(["s:b"] * 1000, ["b"] * 1000, [t] * 1000)
-    trending, _ = scorer.shared()  # seen 2000: key part 2000 // 2 = 1000, the same key
+    trending, _ = scorer.shared()  # as many events again, all "b": well past the 0.1% bound
     fresh = state.trending()
     assert fresh[state.item_index["b"]] == 1.0  # "b" now leads …
-    assert np.allclose(trending, fresh, atol=1e-3)  # … but the cache still says ~0.001
+    assert np.allclose(trending, fresh, atol=1e-3)  # … and the cached list says so too

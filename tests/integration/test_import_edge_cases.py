@@ -1,4 +1,6 @@
-"""Regression tests for review findings on bulk import (all fixed)."""
+"""Bulk import of files a site exports: ids that look like numbers keep their spelling (as
+live events do), millisecond timestamps are read as such, and rows that name no reader
+are refused instead of being pooled under one made-up reader."""
 
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ def test_numeric_looking_item_ids_keep_their_spelling(worker: Engine, tmp_path: 
     path = tmp_path / "events.csv"
     path.write_text("user_id,item_id,timestamp\n0012,007,1700000000\n")
     import_interactions(worker.ingestor, path, InteractionColumns())
-    assert _stored(worker, "item_id") == ["007"]  # is ["7"]; live events keep "007"
+    assert _stored(worker, "item_id") == ["007"]  # not 7: live events keep "007" too
     assert _stored(worker, "user_id") == ["0012"]
 
 
@@ -43,8 +45,8 @@ def test_numeric_looking_ids_in_an_item_file(tmp_path: Path) -> None:
 def test_millisecond_timestamps_without_a_session_column(worker: Engine, tmp_path: Path) -> None:
     path = tmp_path / "events.csv"
     path.write_text("user_id,item_id,timestamp\n1,a,1700000000000\n")
-    # pydantic reads 1.7e12 as milliseconds, _daily_session as seconds: ValueError (year
-    # 55840), which is not a ClickrecError, so the CLI shows a traceback.
+    # The daily session made up for the row reads 1.7e12 as milliseconds too (as seconds
+    # it would be the year 55840 and the import would end in a traceback).
     rows, accepted, _ = import_interactions(worker.ingestor, path, InteractionColumns())
     assert accepted == 1
     assert _stored(worker, "session_id") == ["1-20231114"]
@@ -53,7 +55,7 @@ def test_millisecond_timestamps_without_a_session_column(worker: Engine, tmp_pat
 def test_rows_without_user_or_session_are_refused(worker: Engine, tmp_path: Path) -> None:
     path = tmp_path / "events.csv"
     path.write_text("user_id,session_id,item_id\n,,a\n,,b\n")
-    # Both rows are stored under session "None-0": one made-up reader owns every anonymous
-    # row of the file (and of every other such file).
+    # Stored, both rows would share one made-up session: a single reader owning every
+    # anonymous row of the file (and of every other such file).
     with pytest.raises(InvalidInput):
         import_interactions(worker.ingestor, path, InteractionColumns())

@@ -1,6 +1,7 @@
 """The crash harness: events under load to a real `clickrec serve`, SIGKILL at random
 moments, restart, and count what survived. Used by the end-to-end test (a few kills) and by
-`bench/crash.py` (twenty and more).
+`bench/crash.py` (twenty and more); its server helpers start the other e2e tests' servers.
+It lives with the tests, not in the package, because it needs httpx (a dev dependency).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Regression tests for review findings on the serving start-up replay (all fixed)."""
+"""The start-up replay that rebuilds a server's online state from the log: an event
+another process appends while it runs is applied once, by the replay or by the tail."""
 
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def test_an_event_appended_during_start_up_is_applied_once(tmp_path: Path) -> No
         while rec.catch_up():
             pass
         state = rec.state
-        assert state.events_seen == 2  # is 3: "b" came in through the replay and the tail
+        assert state.events_seen == 2  # not 3: "b" through both the replay and the tail
         assert state.counts()[state.item_index["b"]] == 1
     finally:
         worker.close()
