@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check lint security browser bench demo clean
+.PHONY: run cluster cluster-down test check lint security browser bench demo clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,15 @@ $(STAMP): requirements.lock pyproject.toml
 run: $(STAMP)
 	$(BIN)/clickrec init
 	$(BIN)/clickrec serve
+
+# The scale-out topology on this machine (docs/scale-out.md): redis-server, PostgreSQL, moto's
+# S3 server, two replicas, a worker and HAProxy on :8080; pids, logs and data in var/cluster/.
+# Debian's packages are installed when missing (root with apt). `make cluster-down` stops it.
+cluster: $(STAMP)
+	$(BIN)/python tools/cluster.py up
+
+cluster-down:
+	$(BIN)/python tools/cluster.py down
 
 test: $(STAMP) security browser
 	$(BIN)/ruff check src tests bench tools
