@@ -71,7 +71,7 @@ def test_a_body_that_does_not_arrive_in_time_gets_408() -> None:
     """A slow client (the slowloris attack) is cut off; the app is never called."""
     import asyncio
 
-    from clickrec.api.guard import Guard
+    from clickrec.api.middleware.limits import BodyLimitMiddleware
 
     called = []
 
@@ -88,7 +88,7 @@ def test_a_body_that_does_not_arrive_in_time_gets_408() -> None:
         sent.append(message)
 
     scope = {"type": "http", "method": "POST", "path": "/v1/events", "headers": []}
-    asyncio.run(Guard(app, max_body=1000, body_timeout=0.05)(scope, never, send))
+    asyncio.run(BodyLimitMiddleware(app, max_body=1000, body_timeout=0.05)(scope, never, send))
     assert sent[0]["status"] == 408 and not called
 
 

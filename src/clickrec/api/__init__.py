@@ -1,1 +1,1 @@
-"""HTTP API: the FastAPI app factory, routes, the guard; thin, no business logic."""
+"""HTTP API: the FastAPI app factory, routes, the middlewares; thin, no business logic."""

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from starlette.middleware import Middleware
 
 from clickrec import __version__
 from clickrec.api import aws, dashboard, docs, errors
-from clickrec.api.guard import Cors, Guard
 from clickrec.api.limits import Rate, RateLimiter, SharedBuckets
+from clickrec.api.middleware.auth import AuthenticationMiddleware
+from clickrec.api.middleware.context import ContextMiddleware
+from clickrec.api.middleware.headers import Cors, SecurityHeadersMiddleware
+from clickrec.api.middleware.limits import (
+    BodyLimitMiddleware,
+    HeaderLimitMiddleware,
+    RateLimitMiddleware,
+)
+from clickrec.api.middleware.observability import ObservabilityMiddleware
+from clickrec.api.middleware.raw_routes import RawRoutesMiddleware
 from clickrec.api.raw import RawRoute, RawRoutes
 from clickrec.api.routes import ingest_events, router
 from clickrec.engine import Engine
@@ -56,16 +66,24 @@ def create_app(engine: Engine) -> FastAPI:
         {"tracker": Rate(limits.tracker_per_address_rps, limits.tracker_per_address_rps * burst)},
         SharedBuckets(engine.shared_limits) if engine.shared_limits is not None else None,
     )
-    app.add_middleware(
-        Guard,
-        max_body=engine.settings.server.max_body_bytes,
-        metrics=metrics,
-        raw=raw,
-        limiter=limiter,
-        keys=engine.keys,
-        max_header_bytes=limits.max_header_bytes,
-        body_timeout=limits.body_timeout_seconds,
-        cors=Cors(engine.keys, {"/v1/events"}, engine.settings.server.cors_origins),
-        audit=engine.catalog.audit,
-    )
+    # Outermost first; api/middleware/__init__.py says why in this order.
+    stack = [
+        Middleware(ContextMiddleware),
+        Middleware(ObservabilityMiddleware, metrics=metrics, audit=engine.catalog.audit),
+        Middleware(
+            SecurityHeadersMiddleware,
+            cors=Cors(engine.keys, {"/v1/events"}, engine.settings.server.cors_origins),
+        ),
+        Middleware(HeaderLimitMiddleware, max_bytes=limits.max_header_bytes),
+        Middleware(AuthenticationMiddleware, keys=engine.keys),
+        Middleware(RateLimitMiddleware, limiter=limiter),
+        Middleware(
+            BodyLimitMiddleware,
+            max_body=engine.settings.server.max_body_bytes,
+            body_timeout=limits.body_timeout_seconds,
+        ),
+        Middleware(RawRoutesMiddleware, routes=raw),
+    ]
+    for layer in reversed(stack):  # add_middleware wraps what was added before
+        app.add_middleware(layer.cls, *layer.args, **layer.kwargs)
     return app

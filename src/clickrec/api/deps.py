@@ -10,9 +10,10 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import Request
 
-from clickrec.core.errors import StoreUnavailable, Unauthorized
+from clickrec.api.middleware.auth import caller_of
+from clickrec.core.errors import StoreUnavailable
 from clickrec.engine import Engine
-from clickrec.keys import KeyRing, Principal
+from clickrec.keys import Principal
 from clickrec.serving.service import Recommender
 
 
@@ -33,24 +34,12 @@ def _engine(request: Request) -> Engine:
 
 
 def require(scope: str) -> Callable[[Request], Awaitable[Principal]]:
-    """A dependency that admits a bearer key with ``scope`` (or admin), else 401/403."""
+    """A dependency that admits a bearer key with ``scope`` (or admin), else 401/403; the
+    key was verified once, before the body (``middleware/auth.py``)."""
 
     async def check(request: Request) -> Principal:
-        principal = authenticate(
-            _engine(request).keys, request.headers.get("authorization", ""), scope
-        )
+        principal = caller_of(request.scope, _engine(request).keys).require(scope)
         request.state.principal = principal
         return principal
 
     return check
-
-
-def authenticate(keys: KeyRing, header: str, scope: str) -> Principal:
-    """The principal of an ``Authorization: Bearer <key>`` header with ``scope`` (or
-    admin); Unauthorized or Forbidden otherwise."""
-    kind, _, token = header.partition(" ")
-    if kind.lower() != "bearer" or not token.strip():
-        raise Unauthorized("missing API key: send Authorization: Bearer <key>")
-    principal = keys.verify(token.strip())
-    principal.require(scope)
-    return principal

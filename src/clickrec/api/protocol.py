@@ -4,7 +4,7 @@ uvicorn bounds the idle time between two requests of a keep-alive connection, bu
 new connection that sends nothing, nor headers that trickle in a byte at a time. This
 protocol gives each request's header block one deadline, counted from when the
 connection opened or the previous response ended; a client that misses it gets 408 and
-the connection is closed. The body has its own deadline (``Guard``).
+the connection is closed. The body has its own deadline (``middleware/limits.py``).
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 
 ``POST /v1/events`` is the one route a site calls for every page view, so its fixed cost
 per request matters most. It is still declared in ``routes`` (for the OpenAPI schema) and
-shares its code with it, but ``Guard`` hands it the body directly: no routing table, no
-dependency solving, no request object. Authentication, error bodies, logs and metrics are
-the same as on every other route.
+shares its code with it, but ``middleware/raw_routes.py`` hands it the body directly: no
+routing table, no dependency solving, no request object. Authentication, error bodies, logs
+and metrics are the same as on every other route.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from clickrec.api import errors
-from clickrec.api.deps import authenticate
+from clickrec.api.middleware.auth import caller_of
 from clickrec.core.errors import ClickrecError
 from clickrec.keys import KeyRing
 
@@ -42,9 +42,8 @@ class RawRoutes:
 
     async def serve(self, route: RawRoute, scope: Scope, body: bytes) -> Response:
         scope["route"] = route
-        header = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
         try:
-            principal = authenticate(self.keys, header.decode("latin-1"), route.key_scope)
+            principal = caller_of(scope, self.keys).require(route.key_scope)
             origin = next((v for k, v in scope["headers"] if k == b"origin"), None)
             principal.require_origin(origin.decode("latin-1") if origin is not None else None)
             scope.setdefault("state", {})["principal"] = principal
