@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from clickrec.api.app import create_app
 from clickrec.config import load_settings
-from clickrec.engine import Engine
+from clickrec.engine import Engine, ServingEngine
 from tests.pg import PostgresCluster
 from tests.pg import cluster as postgres_cluster
 from tests.redisserver import redis_server, redis_url  # noqa: F401  (fixtures)
@@ -21,7 +21,7 @@ from tests.s3server import s3_bucket, s3_env, s3_server  # noqa: F401  (fixtures
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
     settings = load_settings(tmp_path / "home", environ={})
-    eng = Engine(settings)
+    eng = ServingEngine(settings)
     yield eng
     eng.close()
 

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import uvicorn
@@ -31,6 +31,9 @@ from rich.table import Table
 
 from clickrec.config import Settings, load_settings, write_default_config
 from clickrec.core.errors import ClickrecError
+
+if TYPE_CHECKING:  # the engine is imported when a command needs it: `--help` stays quick
+    from clickrec.engine import Engine, ServingEngine
 
 app = typer.Typer(help="clickrec: real-time clickstream personalization.", no_args_is_help=True)
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
@@ -71,10 +74,18 @@ def _settings(home: Path | None) -> Settings:
         raise typer.Exit(2) from exc
 
 
-def _engine(home: Path | None, serving: bool = False) -> Any:
+def _engine(home: Path | None) -> Engine:
+    """The stores and services of this home, without the online state (a command)."""
     from clickrec.engine import Engine
 
-    return Engine(_settings(home), serving=serving)
+    return Engine(_settings(home))
+
+
+def _serving_engine(home: Path | None) -> ServingEngine:
+    """A server's engine in this process (its online state rebuilt from the log)."""
+    from clickrec.engine import ServingEngine
+
+    return ServingEngine(_settings(home))
 
 
 def _port(settings: Settings, port: int | None) -> int:
@@ -317,7 +328,7 @@ def serve(
     from clickrec import processes as children
     from clickrec.api.app import create_app
     from clickrec.api.protocol import with_header_timeout
-    from clickrec.engine import Engine
+    from clickrec.engine import ServingEngine
 
     settings = _settings(home)
     _configure_logging(settings.server.log_level)
@@ -337,12 +348,12 @@ def serve(
     # The log writer thread waits on SQLite with the interpreter lock released; a short
     # switch interval lets it take the lock back quickly while request threads are busy.
     sys.setswitchinterval(0.001)
-    engine = Engine(settings)
+    engine = ServingEngine(settings)
     # The replayed online state is long-lived: freeze it out of the collector's way, so a
     # full collection does not walk millions of objects in the middle of a request.
     gc.collect()
     gc.freeze()
-    engine.start_background(worker=False)
+    engine.start_serving()
     worker = None if no_worker else children.worker(settings.home, train_interval)
     if worker is not None:
         worker.start()
@@ -385,12 +396,12 @@ def worker(
     settings = _settings(home)
     _configure_logging(settings.server.log_level)
     _start_tracing(settings, "worker")
-    engine = Engine(settings, serving=False)
+    engine = Engine(settings)
     engine.trainer.runner = _run_in_child(engine)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    engine.start_background(train_interval, worker=True)
+    engine.start_background(train_interval)
     try:
         # A worker whose server died (even by SIGKILL, even before this line) stops too:
         # it is re-parented, so its parent is no longer the server it was started by.
@@ -707,7 +718,7 @@ def _run_batch(home: Path | None, kind: str, source: Path, target: Path) -> None
     from clickrec.batch import item_affinity, recommend_many, write_jsonl
 
     lines = _jsonl_lines(source)
-    engine = _engine(home, serving=True)
+    engine = _serving_engine(home)
     try:
         with _progress() as bar:
             task = bar.add_task(kind, total=len(lines))

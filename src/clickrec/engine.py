@@ -12,6 +12,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from clickrec.backends.registry import (
     open_catalog,
@@ -48,9 +49,11 @@ def make_private_home(home: Path) -> None:
 
 
 class Engine:
-    def __init__(
-        self, settings: Settings, clock: Clock | None = None, serving: bool = True
-    ) -> None:
+    """What every clickrec process has: the stores, the keys, the pipeline and trainer, the
+    archive consumer, the eraser and the ingest path. A worker and the command line run
+    this; a server runs a ``ServingEngine``, which adds what answering readers needs."""
+
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
         make_private_home(settings.home)
@@ -71,81 +74,47 @@ class Engine:
         )
         self.trainer = Trainer(self.pipeline, self.catalog, self.log, settings.training, self.clock)
         self.archive = ArchiveConsumer(self.log, self.lake, clock=self.clock)
-        replica = uuid.uuid4().hex[:16] if serving else None
         self.eraser = Eraser(
-            self.catalog, self.log, self.lake, self.clock, settings.home / "batch", replica
+            self.catalog, self.log, self.lake, self.clock, settings.home / "batch", self._replica()
         )
         # Registered before the online state is rebuilt from the log: an erasure running
         # meanwhile waits for this process to forget its reader too.
         self.eraser.beat()
         self.archive.between_batches = self.eraser.run_lake_safely
-        self.recommender: Recommender | None = None
-        if serving:
-            s = settings.serving
-            self.recommender = Recommender(
-                self.log,
-                self.catalog,
-                OnlineState(
-                    s.trending_half_life_hours,
-                    s.history_length,
-                    s.seen_length,
-                    s.max_context_values,
-                    s.session_idle_minutes,
-                    s.max_readers,
-                ),
-                Exploration(s.exploration_weight, s.exploration_item_age_cutoff_days),
-                s.replay_events,
-                self.data_keys,
-                s.context_weight,
-                s.catch_up_seconds,
-                self.models,
-                self.clock,
-            )
-        if self.recommender is not None:
-            self.log.before_commit = self.recommender.claim
-        self.jobs = (
-            JobRunner(self.recommender, settings.home / "batch", settings.batch, self.clock)
-            if self.recommender
-            else None
-        )
-        if self.jobs is not None:
-            self.eraser.batch_running_since = self.jobs.running_since
-        self.shared_limits = open_shared_limits(settings) if serving else None
-        self.ingestor = Ingestor(
-            self.log, self.clock, self.recommender.apply_appended if self.recommender else None
-        )
+        self.ingestor = Ingestor(self.log, self.clock, self._applied())
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
-    def start_background(self, train_interval: float = 5.0, worker: bool = True) -> None:
-        """Start background threads: the serving refresher when this process serves, and
-        the archive consumer and trainer when it is the worker (``worker=True``)."""
+    def _replica(self) -> str | None:
+        """This process's id among the serving processes (None: it serves nothing)."""
+        return None
+
+    def _applied(self) -> Callable[[list[dict[str, Any]]], None] | None:
+        """Told the events this process appended (a server applies them before it answers)."""
+        return None
+
+    def catalog_changed(self) -> None:
+        """Called after this process wrote the catalog (a server refreshes its view)."""
+
+    def online_lag(self, last_seq: int) -> int | None:
+        """Log events not yet in this process's online state; None when it keeps none."""
+        return None
+
+    def start_background(self, train_interval: float = 5.0) -> None:
+        """Start the worker's threads: the archive consumer and the trainer."""
+        self._start(
+            [
+                ("archive", lambda: self.archive.run_forever(self._stop, 1.0)),
+                ("trainer", lambda: self.trainer.run_forever(self._stop, train_interval)),
+            ]
+        )
+
+    def _start(self, jobs: list[tuple[str, Callable[[], None]]]) -> None:
         self._stop.clear()
-        jobs: list[tuple[str, Callable[[], None]]] = []
-        if worker:
-            jobs.append(("archive", lambda: self.archive.run_forever(self._stop, 1.0)))
-            jobs.append(("trainer", lambda: self.trainer.run_forever(self._stop, train_interval)))
-        rec = self.recommender
-        if rec is not None:
-            poll = self.settings.serving.model_poll_seconds
-            jobs.append(("refresher", lambda: rec.run_background(self._stop, 0.25, poll)))
-            jobs.append(("eraser", lambda: self._erase_forever(rec)))
         for name, target in jobs:
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
-
-    def _erase_forever(self, rec: Recommender) -> None:
-        """The serving process's part of reader erasures, as they are asked for."""
-        while not self._stop.is_set():
-            try:
-                self.eraser.run_online(rec)
-                if self.jobs is not None:
-                    self.jobs.sweep()  # expired batch outputs go even when no one asks
-            except Exception:  # noqa: BLE001 - the catalog may be briefly unavailable
-                log.exception("erasure pass failed")
-            self.eraser.wake.wait(1.0)
-            self.eraser.wake.clear()
 
     def close(self) -> None:
         """Stop background work (the archive flushes what is left), then close stores."""
@@ -155,13 +124,87 @@ class Engine:
         for t in self._threads:
             t.join(timeout=60)
         self._threads.clear()
+        self._close_serving()
+        self.lake.close()
+        self.models.close()
+        self.log.close()
+        self.catalog.close()
+
+    def _close_serving(self) -> None:
+        pass
+
+
+class ServingEngine(Engine):
+    """A server's engine: the recommender (the live model and the online state), the batch
+    jobs, the rate limits shared with other replicas, and its part of erasures."""
+
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+        self._replica_id = uuid.uuid4().hex[:16]
+        self.recommender: Recommender  # made in _applied, before the ingest path needs it
+        super().__init__(settings, clock)
+        self.log.before_commit = self.recommender.claim
+        self.jobs = JobRunner(self.recommender, settings.home / "batch", settings.batch, self.clock)
+        self.eraser.batch_running_since = self.jobs.running_since
+        self.shared_limits = open_shared_limits(settings)
+
+    def _replica(self) -> str | None:
+        return self._replica_id
+
+    def _applied(self) -> Callable[[list[dict[str, Any]]], None] | None:
+        s = self.settings.serving
+        self.recommender = Recommender(
+            self.log,
+            self.catalog,
+            OnlineState(
+                s.trending_half_life_hours,
+                s.history_length,
+                s.seen_length,
+                s.max_context_values,
+                s.session_idle_minutes,
+                s.max_readers,
+            ),
+            Exploration(s.exploration_weight, s.exploration_item_age_cutoff_days),
+            s.replay_events,
+            self.data_keys,
+            s.context_weight,
+            s.catch_up_seconds,
+            self.models,
+            self.clock,
+        )
+        return self.recommender.apply_appended
+
+    def catalog_changed(self) -> None:
+        self.recommender.refresh_catalog()
+
+    def online_lag(self, last_seq: int) -> int | None:
+        return self.recommender.lag(last_seq)
+
+    def start_serving(self) -> None:
+        """Start the server's threads: the refresher (log tail, catalog, registry) and the
+        erasure loop; the worker's threads run in their own process."""
+        rec, poll = self.recommender, self.settings.serving.model_poll_seconds
+        self._start(
+            [
+                ("refresher", lambda: rec.run_background(self._stop, 0.25, poll)),
+                ("eraser", self._erase_forever),
+            ]
+        )
+
+    def _erase_forever(self) -> None:
+        """The serving process's part of reader erasures, as they are asked for."""
+        while not self._stop.is_set():
+            try:
+                self.eraser.run_online(self.recommender)
+                self.jobs.sweep()  # expired batch outputs go even when no one asks
+            except Exception:  # noqa: BLE001 - the catalog may be briefly unavailable
+                log.exception("erasure pass failed")
+            self.eraser.wake.wait(1.0)
+            self.eraser.wake.clear()
+
+    def _close_serving(self) -> None:
         try:
             self.eraser.leave()
         except Exception:  # noqa: BLE001 - a replica not heard from is dropped after a while
             log.warning("could not unregister this serving process from the catalog")
         if self.shared_limits is not None:
             self.shared_limits.close()
-        self.lake.close()
-        self.models.close()
-        self.log.close()
-        self.catalog.close()

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, settings
 
 from clickrec.api.app import create_app
 from clickrec.config import load_settings
-from clickrec.engine import Engine
+from clickrec.engine import Engine, ServingEngine
 
 # CI (and a plain `make test`) runs a fixed, derandomized set of examples so a failure
 # reproduces on any machine. Set CLICKREC_FUZZ_EXAMPLES=N to fuzz with N random examples
@@ -42,7 +42,7 @@ def fuzz_settings(ci_examples: int, **extra: Any) -> settings:
 
 
 def make_engine(home: Path) -> Engine:
-    return Engine(load_settings(home, environ={}))
+    return ServingEngine(load_settings(home, environ={}))
 
 
 def auth_header(engine: Engine, scope: str) -> dict[str, str]:

@@ -15,7 +15,7 @@ from clickrec.cli import app
 from clickrec.config import load_settings
 from clickrec.core.clock import FixedClock
 from clickrec.core.errors import InvalidInput
-from clickrec.engine import Engine
+from clickrec.engine import Engine, ServingEngine
 
 pytestmark = pytest.mark.integration
 H = dict[str, dict[str, str]]
@@ -61,7 +61,7 @@ def test_cli_key_actions_are_audited_too(engine: Engine) -> None:
 
 def test_an_expired_key_stops_working(tmp_path: Path) -> None:
     clock = FixedClock(1_800_000_000.0)
-    engine = Engine(load_settings(tmp_path / "home", environ={}), clock=clock)
+    engine = ServingEngine(load_settings(tmp_path / "home", environ={}), clock=clock)
     try:
         now = clock.now()
         key, _ = engine.keys.create("read", None, now)

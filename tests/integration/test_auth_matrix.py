@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from clickrec.api.app import create_app
 from clickrec.config import load_settings
-from clickrec.engine import Engine
+from clickrec.engine import Engine, ServingEngine
 from tests import auth_matrix as am
 
 pytestmark = pytest.mark.integration
@@ -78,7 +78,7 @@ def _keys(engine: Engine) -> am.Keys:
 @pytest.fixture(scope="module")
 def matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Matrix]:
     home: Path = tmp_path_factory.mktemp("auth-matrix") / "home"
-    engine = Engine(load_settings(home, environ=UNLIMITED))
+    engine = ServingEngine(load_settings(home, environ=UNLIMITED))
     try:
         app = create_app(engine)
         served = set(_served(app.routes))

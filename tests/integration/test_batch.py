@@ -20,7 +20,7 @@ from clickrec.batch import item_affinity
 from clickrec.cli import app
 from clickrec.config import load_settings
 from clickrec.core.clock import FixedClock
-from clickrec.engine import Engine
+from clickrec.engine import Engine, ServingEngine
 from clickrec.testing.synthetic import BlogSpec, blog_interactions_as_events, generate_blog
 
 pytestmark = pytest.mark.integration
@@ -196,7 +196,7 @@ def serve(tmp_path: Path) -> Iterator[Serve]:
 
         def start(clock: FixedClock | None = None, **batch: object) -> tuple[TestClient, Engine]:
             env = {f"CLICKREC_BATCH__{k.upper()}": str(v) for k, v in batch.items()}
-            eng = Engine(load_settings(tmp_path / "home", environ=env), clock)
+            eng = ServingEngine(load_settings(tmp_path / "home", environ=env), clock)
             stack.callback(eng.close)
             return stack.enter_context(TestClient(create_app(eng))), eng
 

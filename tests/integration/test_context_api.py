@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from clickrec.api.app import create_app
-from clickrec.engine import Engine
+from clickrec.engine import Engine, ServingEngine
 
 pytestmark = pytest.mark.integration
 H = dict[str, dict[str, str]]
@@ -53,7 +53,7 @@ def test_a_request_context_leans_toward_what_trends_in_that_context(
     assert [i["item_id"] for i in ranked["items"]] == ["post-a", "post-b"]
 
     # After a restart the context counts are rebuilt from the log.
-    restarted = Engine(engine.settings)
+    restarted = ServingEngine(engine.settings)
     try:
         with TestClient(create_app(restarted)) as again:
             assert _top(again, keys, f"/v1/trending?context={PHONE}") == "post-a"

@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from clickrec.api.app import create_app
 from clickrec.config import load_settings
 from clickrec.core.clock import FixedClock
-from clickrec.engine import Engine
+from clickrec.engine import Engine, ServingEngine
 
 pytestmark = pytest.mark.integration
 H = dict[str, dict[str, str]]
@@ -112,7 +112,7 @@ def test_ctr_events_and_trending_follow_the_traffic(client: TestClient, keys: H)
 @pytest.fixture
 def timed(tmp_path: Path) -> Iterator[tuple[TestClient, FixedClock, dict[str, str]]]:
     clock = FixedClock(1_800_000_000.0)
-    engine = Engine(load_settings(tmp_path / "home", environ={}), clock=clock)
+    engine = ServingEngine(load_settings(tmp_path / "home", environ={}), clock=clock)
     key, _ = engine.keys.create("admin", None, clock.now())
     with TestClient(create_app(engine)) as client:
         yield client, clock, {"Authorization": f"Bearer {key}"}

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from clickrec.api.app import create_app
 from clickrec.cli import app
 from clickrec.config import load_settings
-from clickrec.engine import Engine
+from clickrec.engine import Engine, ServingEngine
 from clickrec.erasure import REPLICA_TTL
 from tests._scan import where
 
@@ -36,7 +36,7 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
     # In clear, so that a scan of the raw bytes means something (encryption would hide
     # the ids whether they were erased or not).
     env = {"CLICKREC_ENCRYPTION__ENABLED": "false"}
-    eng = Engine(load_settings(tmp_path / "home", environ=env))
+    eng = ServingEngine(load_settings(tmp_path / "home", environ=env))
     yield eng
     eng.close()
 
@@ -212,7 +212,7 @@ def test_the_cli_erases_a_reader_when_no_server_runs(
 
 
 def test_encrypted_lake_parts_are_rewritten_encrypted_without_the_reader(tmp_path: Path) -> None:
-    eng = Engine(load_settings(tmp_path / "home", environ={}))  # encryption on: the default
+    eng = ServingEngine(load_settings(tmp_path / "home", environ={}))  # encryption on: the default
     try:
         with TestClient(create_app(eng)) as c:
             key, _ = eng.keys.create("admin", None, eng.clock.now())
@@ -311,7 +311,7 @@ def test_every_serving_process_forgets_the_reader_before_the_lake_phase_ends_the
 ) -> None:
     """Replicas each hold readers' histories: the job waits until all of them forgot."""
     _history(client, keys, engine)
-    other = Engine(engine.settings)  # a second server on the same stores
+    other = ServingEngine(engine.settings)  # a second server on the same stores
     try:
         rec, rec2 = engine.recommender, other.recommender
         assert rec is not None and rec2 is not None

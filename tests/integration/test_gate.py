@@ -11,7 +11,7 @@ import pytest
 
 from clickrec.config import load_settings
 from clickrec.core.types import Event
-from clickrec.engine import Engine
+from clickrec.engine import Engine, ServingEngine
 from clickrec.testing.synthetic import BlogSpec, blog_interactions_as_events, generate_blog
 from clickrec.training import pipeline
 from clickrec.training.pipeline import Candidate, execute_run
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 def loaded(tmp_path: Path):  # type: ignore[no-untyped-def]
     blog = generate_blog(BlogSpec(users=300, days=6, posts_per_day=25, seed=5))
     events = [Event.model_validate(e) for e in blog_interactions_as_events(blog)]
-    engine = Engine(load_settings(tmp_path / "home", environ={}))
+    engine = ServingEngine(load_settings(tmp_path / "home", environ={}))
     yield engine, events
     engine.close()
 

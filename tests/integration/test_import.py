@@ -47,7 +47,7 @@ def test_movielens_style_file_with_column_mapping(tmp_path: Path) -> None:
         "rating",
     )
     assert "3 accepted" in out
-    engine = Engine(load_settings(home, environ={}), serving=False)
+    engine = Engine(load_settings(home, environ={}))
     try:
         rows = engine.log.read(0, 10).to_pylist()
         assert [(r["user_id"], r["item_id"], r["event_value"]) for r in rows] == [
@@ -85,7 +85,7 @@ def test_parquet_items_and_a_bad_row_rejects_the_whole_file(tmp_path: Path) -> N
     result = runner.invoke(app, ["import", "interactions", str(bad), "--home", str(home)])
     assert result.exit_code == 1
     assert "item_id" in result.output
-    engine = Engine(load_settings(home, environ={}), serving=False)
+    engine = Engine(load_settings(home, environ={}))
     try:
         assert engine.log.last_seq() == 0
         item = engine.catalog.get_item("a")
@@ -118,7 +118,7 @@ def test_a_bad_row_late_in_a_big_file_writes_nothing(tmp_path: Path) -> None:
     result = runner.invoke(app, ["import", "interactions", str(f), "--home", str(home)])
     assert result.exit_code == 1
     assert "timestamp" in result.output
-    engine = Engine(load_settings(home, environ={}), serving=False)
+    engine = Engine(load_settings(home, environ={}))
     try:
         assert engine.log.last_seq() == 0  # the first 2,400 valid rows were not written either
     finally:

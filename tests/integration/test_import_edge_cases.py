@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def worker(tmp_path: Path) -> Iterator[Engine]:
-    eng = Engine(load_settings(tmp_path / "home", environ={}), serving=False)
+    eng = Engine(load_settings(tmp_path / "home", environ={}))
     yield eng
     eng.close()
 

@@ -10,14 +10,14 @@ from fastapi.testclient import TestClient
 from clickrec.api.app import create_app
 from clickrec.backends.sqlite_log import SQLiteEventLog
 from clickrec.config import load_settings
-from clickrec.engine import Engine
+from clickrec.engine import Engine, ServingEngine
 
 pytestmark = pytest.mark.integration
 
 
 def test_a_key_over_its_rate_gets_429_with_retry_after(tmp_path: Path) -> None:
     env = {"CLICKREC_LIMITS__INGEST_RPS": "2", "CLICKREC_LIMITS__BURST_SECONDS": "1"}
-    engine = Engine(load_settings(tmp_path / "home", environ=env))
+    engine = ServingEngine(load_settings(tmp_path / "home", environ=env))
     try:
         ingest, _ = engine.keys.create("ingest", None, engine.clock.now())
         read, _ = engine.keys.create("read", None, engine.clock.now())
@@ -41,7 +41,7 @@ def test_a_key_over_its_rate_gets_429_with_retry_after(tmp_path: Path) -> None:
 def test_a_flood_from_one_address_is_cut_whatever_the_key(tmp_path: Path) -> None:
     # 3 requests of burst, refilled one per 10 s: no pause on a busy machine lets a 4th through
     env = {"CLICKREC_LIMITS__PER_ADDRESS_RPS": "0.1", "CLICKREC_LIMITS__BURST_SECONDS": "30"}
-    engine = Engine(load_settings(tmp_path / "home", environ=env))
+    engine = ServingEngine(load_settings(tmp_path / "home", environ=env))
     try:
         with TestClient(create_app(engine)) as client:
             codes = [
@@ -95,7 +95,7 @@ def test_a_body_that_does_not_arrive_in_time_gets_408() -> None:
 def test_readiness_says_why_it_is_not_ready(tmp_path: Path) -> None:
     """/readyz is 503 with its reasons while a consumer is beyond its lag bound."""
     env = {"CLICKREC_LIMITS__MAX_ARCHIVE_LAG": "3", "CLICKREC_LIMITS__MAX_SERVING_LAG": "2"}
-    engine = Engine(load_settings(tmp_path / "home", environ=env))
+    engine = ServingEngine(load_settings(tmp_path / "home", environ=env))
     try:
         with TestClient(create_app(engine)) as client:
             assert client.get("/readyz").json()["reasons"] == []

@@ -15,7 +15,7 @@ from clickrec.api.app import create_app
 from clickrec.cli import app
 from clickrec.config import load_settings, write_default_config
 from clickrec.core.errors import Conflict
-from clickrec.engine import Engine
+from clickrec.engine import Engine, ServingEngine
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +24,7 @@ def _embedded_home(home: Path) -> tuple[str, int]:
     """A home with items, readers, keys, events (part archived), an erased reader (a gap in
     the seqs) and a dead letter; (an admin key, the last seq)."""
     settings = load_settings(home, environ={})
-    engine = Engine(settings)
+    engine = ServingEngine(settings)
     write_default_config(home, settings)  # as `clickrec init` does
     try:
         key, _ = engine.keys.create("admin", "ops", engine.clock.now())
@@ -57,7 +57,7 @@ def test_migrate_copies_verifies_and_the_home_then_runs_on_the_new_stores(
 ) -> None:
     home = tmp_path / "home"
     key, last = _embedded_home(home)
-    before = Engine(load_settings(home, environ={}))
+    before = ServingEngine(load_settings(home, environ={}))
     events = before.log.read(0, 10**6).to_pylist()
     history = before.recommender.history("u1", 50) if before.recommender else []
     before.close()
@@ -73,7 +73,9 @@ def test_migrate_copies_verifies_and_the_home_then_runs_on_the_new_stores(
     assert stores["event_log"] == redis_url and stores["catalog"] == postgres_url
     assert (home / "clickrec.toml.before-migrate").exists()
 
-    engine = Engine(load_settings(home, environ={}))  # the config file alone names the stores
+    engine = ServingEngine(
+        load_settings(home, environ={})
+    )  # the config file alone names the stores
     try:
         assert type(engine.log).__name__ == "RedisEventLog"
         assert engine.catalog.engine.dialect.name == "postgresql"
@@ -132,7 +134,7 @@ def test_a_migration_refuses_to_run_beside_a_worker(tmp_path: Path, redis_url: s
     home = tmp_path / "home"
     _embedded_home(home)
     settings = load_settings(home, environ={})
-    worker = Engine(settings, serving=False)
+    worker = Engine(settings)
     stop = __import__("threading").Event()
     assert worker.lake.acquire_writer(stop)
     try:

@@ -8,7 +8,7 @@ import pytest
 
 from clickrec.backends.sqlite_log import SQLiteEventLog
 from clickrec.core.types import Event
-from clickrec.engine import Engine
+from clickrec.engine import Engine, ServingEngine
 
 pytestmark = pytest.mark.integration
 
@@ -69,7 +69,7 @@ def test_a_login_keeps_anonymous_reads_after_a_restart(engine: Engine, tmp_path)
     live = {h["item_id"] for h in rec.history("ana", 10)}
     assert live == {"p0", "p1", "p2", "p9"}
     engine.close()
-    restarted = Engine(engine.settings)  # replays the log into a fresh online state
+    restarted = ServingEngine(engine.settings)  # replays the log into a fresh online state
     try:
         assert restarted.recommender is not None
         assert {h["item_id"] for h in restarted.recommender.history("ana", 10)} == live

@@ -17,7 +17,7 @@ from clickrec.backends.registry import open_catalog
 from clickrec.cli import app
 from clickrec.config import load_settings
 from clickrec.core.errors import StoreUnavailable
-from clickrec.engine import Engine
+from clickrec.engine import Engine, ServingEngine
 from clickrec.testing.synthetic import BlogSpec, blog_interactions_as_events, generate_blog
 
 pytestmark = pytest.mark.integration
@@ -32,7 +32,7 @@ def env(postgres_url: str) -> dict[str, str]:
 
 
 def start(home: Path, env: dict[str, str]) -> Engine:
-    return Engine(load_settings(home, environ=env))
+    return ServingEngine(load_settings(home, environ=env))
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from clickrec.api.app import create_app
 from clickrec.backends.sqlite_log import SQLiteEventLog
 from clickrec.config import load_settings
 from clickrec.core.clock import FixedClock
-from clickrec.engine import Engine
+from clickrec.engine import ServingEngine
 
 pytestmark = pytest.mark.integration
 H = dict[str, dict[str, str]]
@@ -56,7 +56,7 @@ def test_freshness_is_measured_for_own_and_tailed_events(tmp_path: Path) -> None
     """Events acknowledged here reach recommendations at once; events another process
     wrote (an import) reach them through the log tail, and both show in /metrics."""
     clock = FixedClock(1_800_000_000.0)
-    engine = Engine(load_settings(tmp_path / "home", environ={}), clock=clock)
+    engine = ServingEngine(load_settings(tmp_path / "home", environ={}), clock=clock)
     try:
         ingest, _ = engine.keys.create("ingest", None, clock.now())
         admin, _ = engine.keys.create("admin", None, clock.now())

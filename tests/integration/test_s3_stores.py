@@ -22,7 +22,7 @@ from clickrec.config import load_settings
 from clickrec.core.datakeys import DataKey, DataKeyError, DataKeys, create_key_file
 from clickrec.core.schema import EVENT_SCHEMA
 from clickrec.core.types import Event
-from clickrec.engine import Engine
+from clickrec.engine import Engine, ServingEngine
 from clickrec.lake.reader import lake_stats
 from clickrec.models.base import Artifact
 from clickrec.rekey import rotate_data_key
@@ -52,9 +52,9 @@ def shared(s3_bucket: str, s3_env: dict[str, str], tmp_path: Path) -> dict[str, 
 def engines(shared: dict[str, str], tmp_path: Path) -> Iterator[tuple[Engine, Engine]]:
     """A worker (archive, training, the lake's half of erasures) and a server, each with
     its own home folder."""
-    worker = Engine(load_settings(tmp_path / "worker", environ=shared), serving=False)
+    worker = Engine(load_settings(tmp_path / "worker", environ=shared))
     try:
-        server = Engine(load_settings(tmp_path / "server", environ=shared))
+        server = ServingEngine(load_settings(tmp_path / "server", environ=shared))
         try:
             yield worker, server
         finally:

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from clickrec.api.app import create_app
 from clickrec.backends.redis_limits import RedisBuckets
 from clickrec.config import load_settings
-from clickrec.engine import Engine
+from clickrec.engine import ServingEngine
 
 pytestmark = pytest.mark.integration
 
@@ -24,8 +24,8 @@ def test_two_replicas_share_one_budget_per_key(tmp_path: Path, redis_url: str) -
         "CLICKREC_LIMITS__INGEST_RPS": "0.1",
         "CLICKREC_LIMITS__BURST_SECONDS": "20",
     }
-    a = Engine(load_settings(tmp_path / "a", environ=env))
-    b = Engine(load_settings(tmp_path / "b", environ=env))
+    a = ServingEngine(load_settings(tmp_path / "a", environ=env))
+    b = ServingEngine(load_settings(tmp_path / "b", environ=env))
     try:
         key, _ = a.keys.create("ingest", None, a.clock.now())
         auth = {"Authorization": f"Bearer {key}"}

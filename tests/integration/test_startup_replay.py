@@ -30,7 +30,7 @@ def _record(event_id: str, item: str) -> dict:
 
 
 def test_an_event_appended_during_start_up_is_applied_once(tmp_path: Path) -> None:
-    worker = Engine(load_settings(tmp_path / "home", environ={}), serving=False)
+    worker = Engine(load_settings(tmp_path / "home", environ={}))
     try:
         log = worker.log
         log.append([_record("e1", "a")])

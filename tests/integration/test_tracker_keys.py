@@ -6,7 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from clickrec.core.errors import InvalidInput
-from clickrec.engine import Engine
+from clickrec.engine import Engine, ServingEngine
 
 pytestmark = pytest.mark.integration
 SITE = "https://www.example.com"
@@ -72,7 +72,7 @@ def test_one_browser_cannot_flood_with_the_site_key(tmp_path) -> None:  # type: 
     from clickrec.config import load_settings
 
     env = {"CLICKREC_LIMITS__TRACKER_PER_ADDRESS_RPS": "2", "CLICKREC_LIMITS__BURST_SECONDS": "1"}
-    engine = Engine(load_settings(tmp_path / "home", environ=env))
+    engine = ServingEngine(load_settings(tmp_path / "home", environ=env))
     try:
         key, _ = engine.keys.create("tracker", None, 0.0, [SITE])
         h = {"Authorization": f"Bearer {key}", "Origin": SITE}

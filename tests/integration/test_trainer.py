@@ -9,7 +9,7 @@ import pytest
 from clickrec.config import load_settings
 from clickrec.core.clock import FixedClock
 from clickrec.core.types import Event
-from clickrec.engine import Engine
+from clickrec.engine import Engine, ServingEngine
 from clickrec.testing.synthetic import BlogSpec, blog_interactions_as_events, generate_blog
 from clickrec.training.scheduler import LEASE_SECONDS
 
@@ -21,7 +21,7 @@ def test_threshold_then_schedule(tmp_path: Path) -> None:
     events = [Event.model_validate(e) for e in blog_interactions_as_events(blog)]
     newest = max(e.timestamp.timestamp() for e in events if e.timestamp)
     clock = FixedClock(newest + 60)
-    engine = Engine(load_settings(tmp_path / "home", environ={}), clock=clock)
+    engine = ServingEngine(load_settings(tmp_path / "home", environ={}), clock=clock)
     try:
         trainer = engine.trainer
         engine.ingestor.ingest(events[:500])
@@ -86,7 +86,7 @@ def test_anonymous_sessions_train_and_publish(engine: Engine) -> None:
 def test_a_run_left_running_by_a_dead_worker_is_failed_so_training_goes_on(
     tmp_path: Path,
 ) -> None:
-    engine = Engine(load_settings(tmp_path / "home", environ={}))
+    engine = ServingEngine(load_settings(tmp_path / "home", environ={}))
     try:
         run = engine.catalog.create_run("api", engine.clock.now())
         assert engine.catalog.claim_run(run["id"], engine.clock.now())  # then the worker died
@@ -101,7 +101,7 @@ def test_a_run_left_running_by_a_dead_worker_is_failed_so_training_goes_on(
 
 
 def test_the_worker_hands_each_run_to_a_runner(tmp_path: Path) -> None:
-    engine = Engine(load_settings(tmp_path / "home", environ={}))
+    engine = ServingEngine(load_settings(tmp_path / "home", environ={}))
     try:
         handed: list[str] = []
         engine.trainer.runner = handed.append
@@ -119,8 +119,8 @@ def test_two_workers_train_one_at_a_time_and_a_dead_ones_run_is_taken_over(
     runs left running; when it dies, the other takes over once its lease expired."""
     clock = FixedClock(1_000_000.0)
     settings = load_settings(tmp_path / "home", environ={})
-    a = Engine(settings, clock=clock, serving=False)
-    b = Engine(settings, clock=clock, serving=False)
+    a = Engine(settings, clock=clock)
+    b = Engine(settings, clock=clock)
     try:
         assert a.trainer.hold() and not b.trainer.hold()
         run = a.catalog.create_run("api", clock.now())

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from clickrec.api.app import create_app
 from clickrec.config import load_settings
-from clickrec.engine import Engine
+from clickrec.engine import Engine, ServingEngine
 
 pytestmark = pytest.mark.integration
 LIMITS = {  # one request of burst per address: the second is over the limit
@@ -25,7 +25,7 @@ LIMITS = {  # one request of burst per address: the second is over the limit
 @pytest.fixture
 def limited(tmp_path: Path) -> Iterator[tuple[Engine, TestClient, list[str]]]:
     """An app with tight limits, its engine, and every key its key ring verified."""
-    engine = Engine(load_settings(tmp_path / "home", environ=LIMITS))
+    engine = ServingEngine(load_settings(tmp_path / "home", environ=LIMITS))
     verified: list[str] = []
     verify = engine.keys.verify
 

@@ -20,12 +20,12 @@ from clickrec.api.middleware.observability import ObservabilityMiddleware
 from clickrec.api.middleware.raw_routes import RawRoutesMiddleware
 from clickrec.api.raw import RawRoute, RawRoutes
 from clickrec.api.routes import ingest_events, router
-from clickrec.engine import Engine
+from clickrec.engine import ServingEngine
 from clickrec.observability.metrics import create_metrics
 from clickrec.observability.series import Sample, Series, read_counters
 
 
-def create_app(engine: Engine) -> FastAPI:
+def create_app(engine: ServingEngine) -> FastAPI:
     # The schema and its interactive page are served by api/docs.py from the package's files.
     app = FastAPI(
         title="clickrec", version=__version__, openapi_url=None, docs_url=None, redoc_url=None
@@ -39,9 +39,8 @@ def create_app(engine: Engine) -> FastAPI:
     app.include_router(docs.router)  # GET /docs and /openapi.json: the API reference
     metrics = app.state.metrics
     app.state.series = Series(Sample(engine.clock.now(), read_counters(metrics)))
-    if engine.recommender is not None:
-        engine.recommender.on_fresh = lambda path, s: metrics.freshness.labels(path).observe(s)
-        engine.recommender.on_behind = metrics.answers_behind.inc
+    engine.recommender.on_fresh = lambda path, s: metrics.freshness.labels(path).observe(s)
+    engine.recommender.on_behind = metrics.answers_behind.inc
     raw = RawRoutes(
         engine.keys,
         [

@@ -35,7 +35,7 @@ from clickrec.core.errors import (
     Unauthorized,
 )
 from clickrec.core.types import Event, FilterValues, Item, MetadataColumns, User
-from clickrec.engine import Engine
+from clickrec.engine import ServingEngine
 from clickrec.ingestion.validation import parse_batch
 from clickrec.serving.service import Extras, Promotion, Ranked, Recommender, Selection
 
@@ -349,12 +349,12 @@ def _extras(columns: dict[str, str], promotions: list[AwsPromotion] | None) -> E
 
 
 # -- the operations ----------------------------------------------------------------------------
-Operation = Callable[[Request, Engine, bytes], Awaitable[dict[str, Any]]]
+Operation = Callable[[Request, ServingEngine, bytes], Awaitable[dict[str, Any]]]
 
 
 async def _serve(request: Request, scope: str, operation: Operation) -> Response:
     """Check the signature and scope, run ``operation``, and answer in AWS's shapes."""
-    engine: Engine = request.app.state.engine
+    engine: ServingEngine = request.app.state.engine
     body = await request.body()
     raw_path = request.scope.get("raw_path") or request.scope["path"].encode()
     signed = sigv4.SignedRequest(
@@ -376,13 +376,11 @@ async def _serve(request: Request, scope: str, operation: Operation) -> Response
         return error_response(ClickrecError("internal error"))
 
 
-def _recommender(engine: Engine) -> Recommender:
-    if engine.recommender is None:
-        raise StoreUnavailable("this process does not serve recommendations")
+def _recommender(engine: ServingEngine) -> Recommender:
     return engine.recommender
 
 
-async def _put_events(request: Request, engine: Engine, body: bytes) -> dict[str, Any]:
+async def _put_events(request: Request, engine: ServingEngine, body: bytes) -> dict[str, Any]:
     """PutEvents: the same validation and ingestion path as POST /v1/events. The trackingId
     is checked for form and not stored (clickrec has one event stream)."""
     req = _parse(PutEventsRequest, body)
@@ -414,7 +412,7 @@ async def _put_events(request: Request, engine: Engine, body: bytes) -> dict[str
     return {}
 
 
-async def _put_items(request: Request, engine: Engine, body: bytes) -> dict[str, Any]:
+async def _put_items(request: Request, engine: ServingEngine, body: bytes) -> dict[str, Any]:
     """PutItems: the dataset ARN is checked for form; every item lands in the one catalog."""
     req = _parse(PutItemsRequest, body)
     rows = [item_record(item, f"items.{i}") for i, item in enumerate(req.items)]
@@ -427,7 +425,7 @@ async def _put_items(request: Request, engine: Engine, body: bytes) -> dict[str,
     return {}
 
 
-async def _put_users(request: Request, engine: Engine, body: bytes) -> dict[str, Any]:
+async def _put_users(request: Request, engine: ServingEngine, body: bytes) -> dict[str, Any]:
     """PutUsers: every property becomes a user attribute (by lower snake case name)."""
     req = _parse(PutUsersRequest, body)
     rows = [
@@ -442,7 +440,9 @@ async def _put_users(request: Request, engine: Engine, body: bytes) -> dict[str,
     return {}
 
 
-async def _get_recommendations(request: Request, engine: Engine, body: bytes) -> dict[str, Any]:
+async def _get_recommendations(
+    request: Request, engine: ServingEngine, body: bytes
+) -> dict[str, Any]:
     """GetRecommendations: related items with ``itemId``, else the user's recommendations;
     the campaign or recommender ARN is accepted and clickrec's live model answers."""
     req = _parse(GetRecommendationsRequest, body)
@@ -466,7 +466,7 @@ async def _get_recommendations(request: Request, engine: Engine, body: bytes) ->
 
 
 async def _get_personalized_ranking(
-    request: Request, engine: Engine, body: bytes
+    request: Request, engine: ServingEngine, body: bytes
 ) -> dict[str, Any]:
     """GetPersonalizedRanking: the input items reordered for the user, best first."""
     req = _parse(GetPersonalizedRankingRequest, body)

@@ -14,7 +14,7 @@ from clickrec.api.routes import Admin, Eng
 from clickrec.api.schemas import DashboardData
 from clickrec.app import operate
 from clickrec.core.errors import NotFound
-from clickrec.engine import Engine
+from clickrec.engine import ServingEngine
 from clickrec.observability.metrics import Metrics
 from clickrec.observability.series import Sample, Series, read_counters
 from clickrec.serving.service import Extras
@@ -75,7 +75,7 @@ def data(request: Request, engine: Eng, _: Admin) -> dict[str, Any]:
     }
 
 
-def take_sample(engine: Engine, metrics: Metrics, at: float) -> Sample:
+def take_sample(engine: ServingEngine, metrics: Metrics, at: float) -> Sample:
     """The counters and the stores' gauges now (the same figures /metrics reports)."""
     now = operate.gauges(engine)
     lag = {"archive": now.archive_lag}
@@ -84,8 +84,8 @@ def take_sample(engine: Engine, metrics: Metrics, at: float) -> Sample:
     return Sample(at, read_counters(metrics), lag, now.dead_letters)
 
 
-def _models(engine: Engine) -> list[dict[str, Any]]:
-    served = engine.recommender.model_version if engine.recommender else None
+def _models(engine: ServingEngine) -> list[dict[str, Any]]:
+    served = engine.recommender.model_version
     return [
         {
             "version": row["version"],
@@ -107,10 +107,8 @@ def _numbers(values: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def _trending(engine: Engine) -> list[dict[str, Any]]:
+def _trending(engine: ServingEngine) -> list[dict[str, Any]]:
     """What readers read most now, as the recommender ranks it (not counted as served)."""
-    if engine.recommender is None:
-        return []
     ranked = engine.recommender.trending(TRENDING, extras=Extras(("title",)))
     return [
         {

@@ -11,25 +11,21 @@ from collections.abc import Awaitable, Callable
 from fastapi import Request
 
 from clickrec.api.middleware.auth import caller_of
-from clickrec.core.errors import StoreUnavailable
-from clickrec.engine import Engine
+from clickrec.engine import ServingEngine
 from clickrec.keys import Principal
 from clickrec.serving.service import Recommender
 
 
-async def engine(request: Request) -> Engine:
+async def engine(request: Request) -> ServingEngine:
     return _engine(request)
 
 
 async def recommender(request: Request) -> Recommender:
-    rec = _engine(request).recommender
-    if rec is None:
-        raise StoreUnavailable("this process does not serve recommendations")
-    return rec
+    return _engine(request).recommender
 
 
-def _engine(request: Request) -> Engine:
-    eng: Engine = request.app.state.engine
+def _engine(request: Request) -> ServingEngine:
+    eng: ServingEngine = request.app.state.engine
     return eng
 
 

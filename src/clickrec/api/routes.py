@@ -33,9 +33,9 @@ from clickrec.api.schemas import (
 )
 from clickrec.app import catalog, ingest, operate
 from clickrec.batch import MAX_PAGE_LINES, PAGE_LINES, JobRunner, chunks, read_page
-from clickrec.core.errors import FieldError, InvalidInput, NotFound, StoreUnavailable
+from clickrec.core.errors import FieldError, InvalidInput, NotFound
 from clickrec.core.types import Context, EventBatch, ItemBatch, UserBatch
-from clickrec.engine import Engine
+from clickrec.engine import ServingEngine
 from clickrec.erasure import view as erasure_view
 from clickrec.filters import parse as parse_filter
 from clickrec.keys import Principal
@@ -45,7 +45,7 @@ from clickrec.serving.filtering import check_expression
 from clickrec.serving.service import Extras, Promotion, Ranked, Recommender, Selection
 
 router = APIRouter()
-Eng = Annotated[Engine, Depends(deps.engine)]
+Eng = Annotated[ServingEngine, Depends(deps.engine)]
 Rec = Annotated[Recommender, Depends(deps.recommender)]
 Ingest = Annotated[Principal, Depends(deps.require("ingest"))]
 Read = Annotated[Principal, Depends(deps.require("read"))]
@@ -185,7 +185,7 @@ async def post_events(request: Request, engine: Eng, _: Ingest) -> JSON:
     return await ingest_events(engine, request.app.state.metrics, await request.body())
 
 
-async def ingest_events(engine: Engine, metrics: Metrics, body: bytes) -> JSON:
+async def ingest_events(engine: ServingEngine, metrics: Metrics, body: bytes) -> JSON:
     """Parse and validate on the event loop (pydantic's JSON parser, ~5 µs an event), then
     wait for the group commit without holding a thread."""
     with tracing.span("validate"):
@@ -367,8 +367,7 @@ def put_filter(
     """Create or replace a filter; a bad expression is a 422 that says where (line, column)."""
     check_expression(body.expression)
     row = engine.catalog.put_filter(name, body.expression, engine.clock.now())
-    if engine.recommender is not None:
-        engine.recommender.filters.forget(name)
+    engine.recommender.filters.forget(name)
     return _filter_view(row)
 
 
@@ -389,8 +388,7 @@ def get_filter(name: str, engine: Eng, _: Read) -> dict[str, Any]:
 def delete_filter(name: str, engine: Eng, _: Admin) -> Response:
     if not engine.catalog.delete_filter(name):
         raise NotFound(f"unknown filter: {name}")
-    if engine.recommender is not None:
-        engine.recommender.filters.forget(name)
+    engine.recommender.filters.forget(name)
     return Response(status_code=204)
 
 
@@ -447,7 +445,7 @@ async def get_run(
         if run is None:
             raise NotFound(f"unknown training run: {run_id}")
         finished = run["state"] not in ("pending", "running")
-        if wait and finished and run["published"] and engine.recommender is not None:
+        if wait and finished and run["published"]:
             await run_in_threadpool(engine.recommender.refresh_model)
         if finished or time.monotonic() >= deadline:
             return _run_view(run)
@@ -458,7 +456,7 @@ async def get_run(
 def models(engine: Eng, _: Admin) -> dict[str, Any]:
     rows = engine.catalog.list_models()
     live = next((r["version"] for r in rows if r["live"]), None)
-    served = engine.recommender.model_version if engine.recommender else None
+    served = engine.recommender.model_version
     return {
         "live_version": live,
         "served_version": served,
@@ -470,9 +468,7 @@ def models(engine: Eng, _: Admin) -> dict[str, Any]:
 
 
 # -- batch jobs ------------------------------------------------------------------------------
-def _jobs(engine: Engine) -> JobRunner:
-    if engine.jobs is None:
-        raise StoreUnavailable("this process does not serve recommendations")
+def _jobs(engine: ServingEngine) -> JobRunner:
     return engine.jobs
 
 
@@ -542,7 +538,7 @@ def _owner(key: Principal) -> str | None:
 
 
 # -- dead letters ----------------------------------------------------------------------------
-def _letter_view(letter: dict[str, Any], engine: Engine) -> dict[str, Any]:
+def _letter_view(letter: dict[str, Any], engine: ServingEngine) -> dict[str, Any]:
     rows = engine.log.read_seqs([letter["seq"]]).to_pylist()
     return {**letter, "event": rows[0] if rows else None}
 

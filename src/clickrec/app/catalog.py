@@ -31,5 +31,4 @@ def put_users(engine: Engine, records: Sequence[dict[str, Any]]) -> int:
 
 
 def _refresh(engine: Engine) -> None:
-    if engine.recommender is not None:  # a command-line process serves nothing
-        engine.recommender.refresh_catalog()
+    engine.catalog_changed()  # a server's view of the catalog; nothing on the command line

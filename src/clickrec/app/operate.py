@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from clickrec.engine import Engine
+from clickrec.engine import Engine, ServingEngine
 from clickrec.lake.reader import lake_stats
 from clickrec.observability.metrics import Metrics
 
@@ -29,11 +29,10 @@ class Gauges:
 
 def gauges(engine: Engine) -> Gauges:
     last = engine.log.last_seq()
-    rec = engine.recommender
     return Gauges(
         last_seq=last,
         archive_lag=last - engine.log.get_offset(ARCHIVE),
-        serving_lag=rec.lag(last) if rec is not None else None,
+        serving_lag=engine.online_lag(last),
         dead_letters=engine.log.count_dead_letters(ARCHIVE),
     )
 
@@ -45,7 +44,7 @@ class Readiness:
     reasons: list[str]
 
 
-def readiness(engine: Engine) -> Readiness:
+def readiness(engine: ServingEngine) -> Readiness:
     """Ready to serve: stores reachable, a model or the fallback loaded, and the consumers
     within their lag bounds; the reasons when not. Never raises."""
     checks: dict[str, Any] = {}
@@ -58,20 +57,17 @@ def readiness(engine: Engine) -> Readiness:
         lag = checks["archive_lag"] = last - engine.log.get_offset(ARCHIVE)
         if lag > limits.max_archive_lag:
             reasons.append(f"archive lag {lag} events is over {limits.max_archive_lag}")
-        rec = engine.recommender
-        if rec is not None:
-            behind = checks["serving_lag"] = rec.lag(last)
-            if behind > limits.max_serving_lag:
-                reasons.append(f"serving lag {behind} events is over {limits.max_serving_lag}")
+        behind = checks["serving_lag"] = engine.recommender.lag(last)
+        if behind > limits.max_serving_lag:
+            reasons.append(f"serving lag {behind} events is over {limits.max_serving_lag}")
     except Exception as exc:  # noqa: BLE001 - readiness reports, never raises
         checks["stores"] = f"unreachable: {type(exc).__name__}"
         reasons.append(f"stores unreachable: {type(exc).__name__}")
-    rec = engine.recommender
-    checks["model"] = rec.model_version if rec and rec.model_version else "fallback: trending"
+    checks["model"] = engine.recommender.model_version or "fallback: trending"
     return Readiness(not reasons, checks, reasons)
 
 
-def refresh_metrics(engine: Engine, m: Metrics) -> None:
+def refresh_metrics(engine: ServingEngine, m: Metrics) -> None:
     """Set the scrape-time gauges of /metrics."""
     now = gauges(engine)
     m.consumer_lag.labels(ARCHIVE).set(now.archive_lag)
@@ -89,10 +85,9 @@ def refresh_metrics(engine: Engine, m: Metrics) -> None:
             m.training_seconds.labels(run["state"]).set(run["finished_at"] - run["started_at"])
     m.model_info.clear()
     rec = engine.recommender
-    if rec is not None:
-        m.online_readers.labels("kept").set(len(rec.state.readers))
-        m.online_readers.labels("evicted").set(rec.state.readers_evicted)
-    if rec is not None and rec.model_version is not None:
+    m.online_readers.labels("kept").set(len(rec.state.readers))
+    m.online_readers.labels("evicted").set(rec.state.readers_evicted)
+    if rec.model_version is not None:
         m.model_info.labels(rec.model_version, rec.scorer.recipe).set(1)
 
 
