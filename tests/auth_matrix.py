@@ -41,6 +41,7 @@ NEEDS: Mapping[tuple[str, str], str] = {
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,
     ("GET", "/dashboard"): PUBLIC,  # the page's own script asks for an admin key
+    ("GET", "/tracker.js"): PUBLIC,  # the page tracker; holds no data (api/site.py)
     ("GET", "/dashboard/{name}"): PUBLIC,
     # The API reference (api/docs.py): public on purpose, the schema holds no data.
     ("GET", "/docs"): PUBLIC,

@@ -6,7 +6,7 @@ from fastapi import FastAPI
 from starlette.middleware import Middleware
 
 from clickrec import __version__
-from clickrec.api import aws, dashboard, docs, errors
+from clickrec.api import aws, dashboard, docs, errors, site
 from clickrec.api.limits import Rate, RateLimiter, SharedBuckets
 from clickrec.api.middleware.auth import AuthenticationMiddleware
 from clickrec.api.middleware.context import ContextMiddleware
@@ -37,6 +37,7 @@ def create_app(engine: ServingEngine) -> FastAPI:
     app.include_router(aws.router)  # Amazon Personalize's API, for boto3 (docs/personalize.md)
     app.include_router(dashboard.router)  # GET /dashboard: the built-in operations page
     app.include_router(docs.router)  # GET /docs and /openapi.json: the API reference
+    app.include_router(site.router)  # GET /tracker.js: the page tracker (docs/tracker.md)
     metrics = app.state.metrics
     app.state.series = Series(Sample(engine.clock.now(), read_counters(metrics)))
     engine.recommender.on_fresh = lambda path, s: metrics.freshness.labels(path).observe(s)

@@ -37,7 +37,13 @@ def _with_csp(csp: bytes) -> list[tuple[bytes, bytes]]:
     return [(k, csp if k == b"content-security-policy" else v) for k, v in SECURITY_HEADERS]
 
 
-PAGES = {"/dashboard": _with_csp(PAGE_CSP), "/docs": _with_csp(DOCS_CSP)}
+PAGES = {
+    "/dashboard": _with_csp(PAGE_CSP),
+    "/docs": _with_csp(DOCS_CSP),
+    # The page tracker (api/site.py) says itself how long browsers keep it: every page of a
+    # site loads it, and no-store would fetch it again on each.
+    "/tracker.js": [h for h in SECURITY_HEADERS if h[0] != b"cache-control"],
+}
 PREFLIGHT = Unrouted("preflight")
 
 
