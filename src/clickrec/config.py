@@ -134,6 +134,10 @@ class ServingSettings(Section):
     exploration_weight: float = Field(default=0.3, ge=0, le=1)
     exploration_item_age_cutoff_days: float = Field(default=2.0, gt=0)
     model_poll_seconds: float = Field(default=1.0, gt=0)
+    ignore_event_types: list[str] = ["impression"]
+    """Event types that record what a reader was shown, not what they read (the page
+    tracker's ``impression``): kept in the log and the lake, never taken as a read by the
+    online state or by training, and never counted as a click on a recommendation."""
     catch_up_seconds: float = Field(default=0.05, ge=0, le=5)
     """Read-your-writes across processes: before an answer, a server behind the event log's
     head (events another replica or an import appended) applies them, waiting at most this

@@ -170,6 +170,7 @@ class ServingEngine(Engine):
             s.catch_up_seconds,
             self.models,
             self.clock,
+            s.ignore_event_types,
         )
         return self.recommender.apply_appended
 

@@ -26,9 +26,12 @@ async def ingest(engine: Engine, metrics: Metrics, events: Sequence[Event]) -> I
     metrics.events_accepted.inc(result.accepted)
     metrics.events_duplicate.inc(result.duplicates)
     metrics.batch_size.observe(len(events))
-    # Clicks on recommendations (the online CTR); a repeated event is not a new click, but
-    # which ones repeated is unknown here, so a batch with repeats counts at most accepted.
-    clicks = sum(e.recommendation_id is not None for e in events)
+    # Clicks on recommendations (the online CTR): events that carry a recommendation_id,
+    # but not those that only say what a list showed (impressions). A repeated event is
+    # not a new click, but which ones repeated is unknown here, so a batch with repeats
+    # counts at most accepted.
+    shown = engine.settings.serving.ignore_event_types
+    clicks = sum(e.recommendation_id is not None and e.event_type not in shown for e in events)
     if clicks:
         metrics.recommendation_clicks.inc(min(clicks, result.accepted))
     return result

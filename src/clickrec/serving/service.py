@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,7 +123,10 @@ class Recommender:
         catch_up_seconds: float = 0.05,
         models: ModelStore | None = None,
         clock: Clock | None = None,
+        ignore_event_types: Sequence[str] = ("impression",),
     ) -> None:
+        self.ignore_event_types = frozenset(ignore_event_types)
+        self._ignored = pa.array(sorted(self.ignore_event_types), pa.string())
         self.clock = clock or SystemClock()
         self.data_keys = data_keys
         self.models = models  # None: a model's catalog path is its local folder
@@ -168,6 +171,9 @@ class Recommender:
         log.info("online state rebuilt from %d events", table.num_rows)
 
     def _apply_table(self, table: pa.Table) -> None:
+        if self.ignore_event_types and table.num_rows:  # what was shown is not a read
+            shown = pc.is_in(table.column("event_type"), value_set=self._ignored)
+            table = table.filter(pc.invert(pc.fill_null(shown, False)))
         if table.num_rows <= 2000:  # a request's worth of events: the per-event path
             cols = table.to_pydict()
             self._observe(
@@ -216,6 +222,8 @@ class Recommender:
         """Apply events this process just appended, before the HTTP response (read-your-
         writes). Concurrent requests may apply in any order: counts commute, and each
         reader's history is ordered by arrival."""
+        if self.ignore_event_types:
+            records = [r for r in records if r["event_type"] not in self.ignore_event_types]
         self._observe(
             [r["user_id"] for r in records],
             [r["session_id"] for r in records],

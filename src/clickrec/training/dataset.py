@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +25,14 @@ def training_table(table: pa.Table) -> pa.Table:
     table = table.sort_by([("timestamp", "ascending")])
     seq = pa.array(np.arange(1, table.num_rows + 1, dtype=np.int64))
     return table.append_column("seq", seq).select(list(TRAINING_COLUMNS))
+
+
+def reads_only(table: pa.Table, ignored: Sequence[str]) -> pa.Table:
+    """Events without those of the ``ignored`` types (what a reader was shown, not read)."""
+    if not ignored or table.num_rows == 0:
+        return table
+    shown = pc.is_in(table.column("event_type"), value_set=pa.array(list(ignored), pa.string()))
+    return table.filter(pc.invert(pc.fill_null(shown, False)))
 
 
 def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:

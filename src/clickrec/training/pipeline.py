@@ -26,7 +26,7 @@ from clickrec.models.online import TRACKED_HALF_LIVES
 from clickrec.models.recipes import FitCache, fit
 from clickrec.models.scoring import Exploration
 from clickrec.observability import tracing
-from clickrec.training.dataset import TRAINING_COLUMNS, readiness, to_interactions
+from clickrec.training.dataset import TRAINING_COLUMNS, readiness, reads_only, to_interactions
 from clickrec.training.selection import SELECT_METRIC, ServingSetup, replay_scores, replay_window
 
 log = logging.getLogger("clickrec.training")
@@ -212,7 +212,7 @@ class Pipeline:
         progress("dataset")
         last_seq = self.log_store.last_seq()
         table = load_events(self.lake, self.log_store, columns=TRAINING_COLUMNS)
-        data = to_interactions(table)
+        data = to_interactions(reads_only(table, serve.ignore_event_types))
         progress("readiness")
         readiness(data, cfg.min_events_per_user).check(cfg.min_interactions, cfg.min_users)
         facts, texts = self.item_facts()
