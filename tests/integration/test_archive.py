@@ -18,6 +18,7 @@ import pyarrow as pa
 import pytest
 
 from clickrec.backends.sqlite_log import SQLiteEventLog
+from clickrec.core.errors import Conflict
 from clickrec.core.schema import EVENT_SCHEMA
 from clickrec.ingestion.archive import ArchiveConsumer
 from clickrec.lake.localfs import LocalLake
@@ -250,3 +251,42 @@ def test_a_commit_that_fails_after_the_lake_write_does_not_duplicate(
     log.append(records(100, 50))
     assert consumer.run_once() == 150
     assert lake_seqs(lake) == list(range(1, 151))  # every part file, each event once
+
+
+class LeaseLostLake(LocalLake):
+    """Refuses one write as a lake whose writer lease another consumer took (S3) does,
+    and counts how often the consumer takes its writer lock."""
+
+    refusals = 1
+    acquired = 0
+
+    def acquire_writer(self, stop: threading.Event, poll: float = 0.2) -> bool:
+        self.acquired += 1
+        return super().acquire_writer(stop, poll)
+
+    def write_batch(self, table: pa.Table, batch_first: int, batch_last: int) -> list[Path]:
+        if self.refusals:
+            self.refusals -= 1
+            raise Conflict("another writer took the lake's writer lease: this one writes no more")
+        return super().write_batch(table, batch_first, batch_last)
+
+
+def test_a_consumer_whose_writer_lock_was_taken_waits_to_take_it_again(
+    log: SQLiteEventLog, tmp_path: Path
+) -> None:
+    """Instead of failing every pass until a restart, it takes the lock again, recovers
+    what the other writer left, and goes on: every event once."""
+    lake = LeaseLostLake(tmp_path / "lake")
+    log.append(records(1, 30))
+    stop = threading.Event()
+    worker = threading.Thread(target=ArchiveConsumer(log, lake).run_forever, args=(stop, 0.01))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 5
+        while log.get_offset("archive") < 30 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        worker.join(timeout=5)
+    assert lake.acquired == 2
+    assert lake_seqs(lake) == list(range(1, 31))

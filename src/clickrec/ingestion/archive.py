@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 from clickrec.backends.base import EventLog, Lake
 from clickrec.core import memory
 from clickrec.core.clock import Clock, SystemClock
+from clickrec.core.errors import Conflict
 from clickrec.observability import tracing
 
 logger = logging.getLogger("clickrec.archive")
@@ -55,6 +56,7 @@ class ArchiveConsumer:
         self._attempts: dict[int, int] = {}  # seq -> failed passes so far
         self._recovered = False
         self._busy = False  # archived something since it was last caught up
+        self._lost_writer = False  # the lake refused a write: its writer lock went to another
         # Work that needs the lake's writer lock, run between two batches (erasures).
         self.between_batches: Callable[[], object] | None = None
 
@@ -187,6 +189,14 @@ class ArchiveConsumer:
         self._attempt(self.recover)
         while not stop.is_set():
             archived = self._attempt(self.run_once)
+            if self._lost_writer:  # another consumer took the lake over (a lapsed lease)
+                self.lake.release_writer()
+                logger.warning("the lake's writer lock was lost; waiting to take it again")
+                if not self.lake.acquire_writer(stop):
+                    return
+                self._lost_writer = False
+                self._recovered = False  # what the other writer left is recovered first
+                continue
             self._attempt(self.replay_dead_letters)
             if self.between_batches is not None:
                 self.between_batches()
@@ -208,9 +218,14 @@ class ArchiveConsumer:
             logger.error("archive flush on stop failed; the log still holds the events")
 
     def _attempt(self, step: Callable[[], int]) -> int | None:
-        """Run one step; log a failure instead of letting it end the loop (None = failed)."""
+        """Run one step; log a failure instead of letting it end the loop (None = failed).
+        A Conflict from the lake means this consumer no longer holds its writer lock."""
         try:
             return step()
+        except Conflict:
+            logger.exception("archive pass refused by the lake")
+            self._lost_writer = True
+            return None
         except Exception:
             logger.exception("archive pass failed; retrying")
             return None
