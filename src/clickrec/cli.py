@@ -424,7 +424,7 @@ def _exit_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def _run_in_child(engine: Any) -> Callable[[str], None]:
+def _run_in_child(engine: Engine) -> Callable[[str], None]:
     """A trainer runner that executes each run in a `clickrec train --run-id` child: the
     memory a run takes is given back when it ends, so a long-lived worker stays flat. A
     child that dies without recording its end (killed, out of memory) fails its run."""
@@ -432,6 +432,8 @@ def _run_in_child(engine: Any) -> Callable[[str], None]:
     def run(run_id: str) -> None:
         command = [sys.executable, "-m", "clickrec.cli", "train", "--run-id", run_id]
         command += ["--home", str(engine.settings.home), "--parent-pid", str(os.getpid())]
+        if engine.trainer.token is not None:  # the child publishes only while it holds
+            command += ["--fence-token", str(engine.trainer.token)]
         done = subprocess.run(command, capture_output=True, text=True, check=False)  # nosec B603
         state = (engine.catalog.get_run(run_id) or {}).get("state")
         if state in ("pending", "running"):
@@ -665,6 +667,7 @@ def train(
     parent_pid: Annotated[
         int | None, typer.Option(help="Stop when this process (the worker) is gone.")
     ] = None,
+    fence_token: Annotated[int | None, typer.Option(hidden=True)] = None,
 ) -> None:
     """Run the training pipeline now and show what it chose and published."""
     from clickrec.training.pipeline import execute_run
@@ -672,6 +675,10 @@ def train(
     if parent_pid is not None:
         _exit_with_parent(parent_pid)
     engine = _engine(home)
+    if fence_token is not None:  # the worker's trainer lease: publish only while it holds
+        from clickrec.training.scheduler import LEASE
+
+        engine.pipeline.fence = (LEASE, fence_token)
     _start_tracing(engine.settings, "trainer" if run_id else "cli")
     try:
         run = engine.catalog.get_run(run_id) if run_id else None

@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from clickrec.backends.sql_catalog import SQLCatalog
-from clickrec.core.errors import InvalidInput
+from clickrec.core.errors import Conflict, InvalidInput
 
 pytestmark = pytest.mark.integration
 
@@ -616,3 +616,15 @@ def test_a_lease_has_one_holder_until_it_expires_or_is_given_up(catalog: SQLCata
     catalog.drop_lease("trainer", "b")
     assert catalog.take_lease("trainer", "a", now=214.0, seconds=60.0) == taken + 1
     assert catalog.take_lease("other", "b", now=214.0, seconds=60.0) is not None  # by name
+
+
+def test_a_fenced_publication_needs_the_lease_still_held(catalog: SQLCatalog) -> None:
+    token = catalog.take_lease("trainer", "a", now=100.0, seconds=60.0)
+    assert token is not None
+    catalog.add_model_version(version("v1", 1.0), make_live=True, fence=("trainer", token))
+    assert catalog.live_model()["version"] == "v1"
+    assert catalog.take_lease("trainer", "b", now=200.0, seconds=60.0) == token + 1
+    with pytest.raises(Conflict, match="lease passed to another worker"):
+        catalog.add_model_version(version("v2", 2.0), make_live=True, fence=("trainer", token))
+    assert catalog.live_model()["version"] == "v1"  # a's late model: not recorded at all
+    assert [m["version"] for m in catalog.list_models()] == ["v1"]

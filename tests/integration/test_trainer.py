@@ -136,3 +136,29 @@ def test_two_workers_train_one_at_a_time_and_a_dead_ones_run_is_taken_over(
     finally:
         a.close()
         b.close()
+
+
+def test_a_trainer_that_lost_its_lease_publishes_nothing(tmp_path: Path) -> None:
+    """Its worker paused past the lease (a long GC, a stalled disk) while another took it
+    over: the run it goes on with ends failed, and the live model stays the other's."""
+    blog = generate_blog(BlogSpec(users=200, days=4, posts_per_day=20, seed=3))
+    events = [Event.model_validate(e) for e in blog_interactions_as_events(blog)]
+    clock = FixedClock(max(e.timestamp.timestamp() for e in events if e.timestamp) + 60)
+    settings = load_settings(tmp_path / "home", environ={})
+    a = ServingEngine(settings, clock=clock)
+    b = Engine(settings, clock=clock)
+    try:
+        for start in range(0, len(events), 1000):
+            a.ingestor.ingest(events[start : start + 1000])
+        assert a.trainer.hold()
+        clock.advance(2 * LEASE_SECONDS)
+        assert b.trainer.hold()  # a went silent for longer than its lease
+        run = a.catalog.create_run("test", clock.now())
+        a.trainer.step()  # a wakes up and trains with the token it had
+        done = a.catalog.get_run(run["id"])
+        assert done is not None and done["state"] == "failed"
+        assert "lease passed to another worker" in done["error"]
+        assert a.catalog.live_model() is None
+    finally:
+        a.close()
+        b.close()

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
-from clickrec.core.errors import InvalidInput
+from clickrec.core.errors import Conflict, InvalidInput
 
 metadata = sa.MetaData()
 
@@ -557,7 +557,12 @@ class SQLCatalog:
         return result.rowcount > 0
 
     # -- model versions ----------------------------------------------------------------
-    def add_model_version(self, record: dict[str, Any], make_live: bool) -> None:
+    def add_model_version(
+        self, record: dict[str, Any], make_live: bool, fence: tuple[str, int] | None = None
+    ) -> None:
+        """Record a model version (live when ``make_live``). With ``fence`` (a lease's name
+        and token), only while that lease still has that token: a trainer that lost its
+        lease to another worker publishes nothing (Conflict)."""
         row = dict(
             record,
             metrics=_dumps(record.get("metrics", {})),
@@ -568,6 +573,16 @@ class SQLCatalog:
             # Publishes take turns: a concurrent one would not see this new row and could
             # leave two versions live.
             _take_counter(conn, "models", 1)
+            if fence is not None:
+                name, token = fence
+                now_token = conn.execute(
+                    sa.select(leases.c.token).where(leases.c.name == name).with_for_update()
+                ).scalar()
+                if now_token != token:
+                    raise Conflict(
+                        f"the {name} lease passed to another worker (token {now_token}, this "
+                        f"run's {token}): its model is not published"
+                    )
             conn.execute(model_versions.insert(), [row])
             if make_live:
                 conn.execute(model_versions.update().values(live=False))

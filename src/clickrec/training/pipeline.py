@@ -194,6 +194,9 @@ class Pipeline:
         self.catalog = catalog
         self.models = models
         self.clock = clock
+        # (lease name, token) the run's trainer held when it started it: the model is
+        # published only while that lease still has that token (scheduler.py).
+        self.fence: tuple[str, int] | None = None
 
     def item_facts(self) -> tuple[dict[str, tuple[float | None, list[str]]], dict[str, str]]:
         """What serving knows of each live catalog item: (published_at, categories), and
@@ -297,6 +300,7 @@ class Pipeline:
                 "info": {"chosen": best.name},
             },
             make_live=publish,
+            fence=self.fence,
         )
         return RunResult(version, publish, metrics)
 

@@ -96,6 +96,7 @@ class Trainer:
             if self.runner is not None:
                 self.runner(run["id"])
             else:
+                self.pipeline.fence = (LEASE, self.token) if self.token is not None else None
                 execute_run(self.pipeline, self.catalog, run["id"], self.clock)
 
     def fail_interrupted(self) -> int:
