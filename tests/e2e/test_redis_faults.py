@@ -38,6 +38,7 @@ def test_killing_redis_under_load_loses_no_acknowledged_event(tmp_path: Path) ->
         admin = next(line for line in init.stdout.splitlines() if line.startswith("ck_"))
         acknowledged: list[str] = []
         statuses: Counter[int] = Counter()
+        answered: list[tuple[int, int]] = []
         stop = threading.Event()
         with serving(home, ["--train-interval", "3600"], env) as (url, _):
 
@@ -69,7 +70,15 @@ def test_killing_redis_under_load_loses_no_acknowledged_event(tmp_path: Path) ->
                     wait_for(lambda: statuses[202] >= 20, 30)
                     before = statuses[202]
                     redis.kill()
-                    time.sleep(1.0)
+                    time.sleep(0.5)
+                    # Answers go on from the online state while the log is away.
+                    recs = httpx.get(
+                        f"{url}/v1/recommendations",
+                        params={"user_id": "u1"},
+                        headers={"Authorization": f"Bearer {admin}"},
+                        timeout=30,
+                    )
+                    answered.append((recs.status_code, len(recs.json().get("items", []))))
                     redis.start()  # the same port, on its append-only file
                     wait_for(lambda b=before: statuses[202] > b + 20, 60)  # ingest resumed
             finally:
@@ -88,6 +97,8 @@ def test_killing_redis_under_load_loses_no_acknowledged_event(tmp_path: Path) ->
         archived = pa.concat_tables(parts).column("event_id").to_pylist() if parts else []
 
     assert set(statuses) <= {202, 503}, statuses  # Redis away: 503, never a 500
+    assert [status for status, _ in answered] == [200, 200]  # recommendations went on
+    assert all(items > 0 for _, items in answered)
     assert statuses[503] > 0  # the kills did happen while events were being sent
     assert len(acknowledged) > 100
     assert set(acknowledged) <= set(stored) and len(stored) == len(set(stored))

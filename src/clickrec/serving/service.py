@@ -29,7 +29,7 @@ from clickrec.backends.sql_catalog import SQLCatalog
 from clickrec.core import memory
 from clickrec.core.clock import Clock, SystemClock
 from clickrec.core.datakeys import DataKeys
-from clickrec.core.errors import InvalidInput, NotFound
+from clickrec.core.errors import InvalidInput, NotFound, StoreUnavailable
 from clickrec.core.schema import reader_column, reader_key
 from clickrec.filters import Context, History
 from clickrec.models.base import Artifact
@@ -288,23 +288,30 @@ class Recommender:
         """Read-your-writes across processes: before an answer, apply what other processes
         (another replica, an import) appended up to the log's head now, waiting at most
         ``catch_up_seconds``; past the bound the answer goes out and ``on_behind`` is told.
-        One look at the log's head when this process is current."""
+        One look at the log's head when this process is current. A log that cannot be
+        reached (its Redis restarting) does not stop answers: they come from what this
+        process already knows, counted as behind."""
         if self.catch_up_seconds <= 0:
             return
+        try:
+            if self._caught_up_with_head():
+                return
+        except StoreUnavailable:
+            log.warning("event log unreachable: answering from the online state as it is")
+        if self.on_behind is not None:
+            self.on_behind()
+
+    def _caught_up_with_head(self) -> bool:
+        """Catch up with the log's head within the bound; False when the bound passed."""
         head = self.log_store.last_seq()
-        if head <= self._cursor:
-            return
         deadline = time.monotonic() + self.catch_up_seconds
         while self._cursor < head:
             moved = self.catch_up(wait=deadline - time.monotonic())
             if moved < 0:
-                break  # the bound passed (waiting for the refresher's pass, or reading)
+                return False  # the bound passed (waiting for the refresher's pass, or reading)
             if moved == 0:
-                return  # the head moved back (an erasure leaves a gap) or others caught up
-        else:
-            return
-        if self.on_behind is not None:
-            self.on_behind()
+                return True  # the head moved back (an erasure leaves a gap) or others caught up
+        return True
 
     def forget(self, readers: list[str]) -> int:
         """Drop readers' histories (an erasure); how many were there. Under the tail's
