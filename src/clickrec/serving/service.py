@@ -379,6 +379,8 @@ class Recommender:
     def run_background(self, stop: threading.Event, interval: float, model_poll: float) -> None:
         """Tail the log, the catalog and the registry until ``stop`` is set."""
         since_model = 0.0
+        failing_since: float | None = None  # a store down: one traceback, then a line a minute
+        last_said = 0.0
         while not stop.wait(interval):
             try:
                 while self.catch_up() > 0:
@@ -391,8 +393,16 @@ class Recommender:
                 if since_model >= model_poll:
                     since_model = 0.0
                     self.refresh_model()
+                if failing_since is not None:
+                    log.info("background refresh works again after %.0f s", _since(failing_since))
+                    failing_since = None
             except Exception:  # noqa: BLE001 - a failed pass is logged and retried
-                log.exception("background refresh failed")
+                if failing_since is None:
+                    failing_since = last_said = time.monotonic()
+                    log.exception("background refresh failed; retrying")
+                elif time.monotonic() - last_said >= 60:
+                    last_said = time.monotonic()
+                    log.warning("background refresh failing for %.0f s", _since(failing_since))
 
     # -- answering -----------------------------------------------------------------------
     def history(self, user_id: str, limit: int) -> list[dict[str, Any]]:
@@ -661,6 +671,10 @@ class Recommender:
 
 
 _NO_HISTORY = np.zeros(0, dtype=np.int64)
+
+
+def _since(start: float) -> float:
+    return time.monotonic() - start
 
 
 @contextmanager
