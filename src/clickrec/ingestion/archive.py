@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -57,6 +58,8 @@ class ArchiveConsumer:
         self._recovered = False
         self._busy = False  # archived something since it was last caught up
         self._lost_writer = False  # the lake refused a write: its writer lock went to another
+        self._failing_since: float | None = None  # passes failing since (monotonic)
+        self._said_at = 0.0
         # Work that needs the lake's writer lock, run between two batches (erasures).
         self.between_batches: Callable[[], object] | None = None
 
@@ -221,14 +224,25 @@ class ArchiveConsumer:
         """Run one step; log a failure instead of letting it end the loop (None = failed).
         A Conflict from the lake means this consumer no longer holds its writer lock."""
         try:
-            return step()
+            done = step()
         except Conflict:
             logger.exception("archive pass refused by the lake")
             self._lost_writer = True
             return None
         except Exception:
-            logger.exception("archive pass failed; retrying")
+            # A store that stays down: one traceback, then a line a minute.
+            now = time.monotonic()
+            if self._failing_since is None:
+                self._failing_since = self._said_at = now
+                logger.exception("archive pass failed; retrying")
+            elif now - self._said_at >= 60:
+                self._said_at = now
+                logger.warning("archive failing for %.0f s", now - self._failing_since)
             return None
+        if self._failing_since is not None:
+            logger.info("archive works again after %.0f s", time.monotonic() - self._failing_since)
+            self._failing_since = None
+        return done
 
 
 _JSON_COLUMNS = ("impression", "context", "properties")
