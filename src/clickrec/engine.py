@@ -31,6 +31,7 @@ from clickrec.ingestion.service import Ingestor
 from clickrec.keys import KeyRing
 from clickrec.models.online import OnlineState
 from clickrec.models.scoring import Exploration
+from clickrec.observability.logs import FailureStreak
 from clickrec.serving.service import Recommender
 from clickrec.training.pipeline import Pipeline
 from clickrec.training.scheduler import Trainer
@@ -193,12 +194,14 @@ class ServingEngine(Engine):
 
     def _erase_forever(self) -> None:
         """The serving process's part of reader erasures, as they are asked for."""
+        failures = FailureStreak(log, "erasure pass")
         while not self._stop.is_set():
             try:
                 self.eraser.run_online(self.recommender)
                 self.jobs.sweep()  # expired batch outputs go even when no one asks
+                failures.worked()
             except Exception:  # noqa: BLE001 - the catalog may be briefly unavailable
-                log.exception("erasure pass failed")
+                failures.failed()
             self.eraser.wake.wait(1.0)
             self.eraser.wake.clear()
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable
 
 import numpy as np
@@ -24,6 +23,7 @@ from clickrec.core import memory
 from clickrec.core.clock import Clock, SystemClock
 from clickrec.core.errors import Conflict
 from clickrec.observability import tracing
+from clickrec.observability.logs import FailureStreak
 
 logger = logging.getLogger("clickrec.archive")
 
@@ -58,8 +58,7 @@ class ArchiveConsumer:
         self._recovered = False
         self._busy = False  # archived something since it was last caught up
         self._lost_writer = False  # the lake refused a write: its writer lock went to another
-        self._failing_since: float | None = None  # passes failing since (monotonic)
-        self._said_at = 0.0
+        self._failures = FailureStreak(logger, "archive pass")
         # Work that needs the lake's writer lock, run between two batches (erasures).
         self.between_batches: Callable[[], object] | None = None
 
@@ -230,18 +229,9 @@ class ArchiveConsumer:
             self._lost_writer = True
             return None
         except Exception:
-            # A store that stays down: one traceback, then a line a minute.
-            now = time.monotonic()
-            if self._failing_since is None:
-                self._failing_since = self._said_at = now
-                logger.exception("archive pass failed; retrying")
-            elif now - self._said_at >= 60:
-                self._said_at = now
-                logger.warning("archive failing for %.0f s", now - self._failing_since)
+            self._failures.failed()
             return None
-        if self._failing_since is not None:
-            logger.info("archive works again after %.0f s", time.monotonic() - self._failing_since)
-            self._failing_since = None
+        self._failures.worked()
         return done
 
 

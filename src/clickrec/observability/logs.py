@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime
 
 import orjson
@@ -38,3 +39,31 @@ def configure(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+class FailureStreak:
+    """How a loop that retries a failing pass logs it: one traceback when the failures
+    start, then a line a minute while they last, and a line when a pass works again (a
+    store that is down for an hour is not 3,600 tracebacks)."""
+
+    def __init__(self, log: logging.Logger, what: str, every: float = 60.0) -> None:
+        self.log = log
+        self.what = what
+        self.every = every
+        self.since: float | None = None
+        self._said = 0.0
+
+    def failed(self) -> None:
+        """Call from an ``except`` block (the first failure's traceback is logged)."""
+        now = time.monotonic()
+        if self.since is None:
+            self.since = self._said = now
+            self.log.exception("%s failed; retrying", self.what)
+        elif now - self._said >= self.every:
+            self._said = now
+            self.log.warning("%s failing for %.0f s", self.what, now - self.since)
+
+    def worked(self) -> None:
+        if self.since is not None:
+            self.log.info("%s works again after %.0f s", self.what, time.monotonic() - self.since)
+            self.since = None

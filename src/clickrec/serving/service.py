@@ -37,6 +37,7 @@ from clickrec.models.content import item_text
 from clickrec.models.online import OnlineState, load_bulk
 from clickrec.models.scoring import NEWEST_TIEBREAK, Exploration, Scorer, top_n
 from clickrec.observability import tracing
+from clickrec.observability.logs import FailureStreak
 from clickrec.serving.explain import Explainer
 from clickrec.serving.filtering import (
     CatalogColumns,
@@ -379,8 +380,7 @@ class Recommender:
     def run_background(self, stop: threading.Event, interval: float, model_poll: float) -> None:
         """Tail the log, the catalog and the registry until ``stop`` is set."""
         since_model = 0.0
-        failing_since: float | None = None  # a store down: one traceback, then a line a minute
-        last_said = 0.0
+        failures = FailureStreak(log, "background refresh")
         while not stop.wait(interval):
             try:
                 while self.catch_up() > 0:
@@ -393,16 +393,9 @@ class Recommender:
                 if since_model >= model_poll:
                     since_model = 0.0
                     self.refresh_model()
-                if failing_since is not None:
-                    log.info("background refresh works again after %.0f s", _since(failing_since))
-                    failing_since = None
+                failures.worked()
             except Exception:  # noqa: BLE001 - a failed pass is logged and retried
-                if failing_since is None:
-                    failing_since = last_said = time.monotonic()
-                    log.exception("background refresh failed; retrying")
-                elif time.monotonic() - last_said >= 60:
-                    last_said = time.monotonic()
-                    log.warning("background refresh failing for %.0f s", _since(failing_since))
+                failures.failed()
 
     # -- answering -----------------------------------------------------------------------
     def history(self, user_id: str, limit: int) -> list[dict[str, Any]]:
@@ -671,10 +664,6 @@ class Recommender:
 
 
 _NO_HISTORY = np.zeros(0, dtype=np.int64)
-
-
-def _since(start: float) -> float:
-    return time.monotonic() - start
 
 
 @contextmanager

@@ -12,6 +12,7 @@ from clickrec.backends.base import EventLog
 from clickrec.backends.sql_catalog import SQLCatalog
 from clickrec.config import TrainingSettings
 from clickrec.core.clock import Clock
+from clickrec.observability.logs import FailureStreak
 from clickrec.training.pipeline import Pipeline, execute_run
 
 log = logging.getLogger("clickrec.scheduler")
@@ -118,12 +119,14 @@ class Trainer:
         renewer = threading.Thread(target=self._renew, args=(stop,), name="trainer-lease")
         renewer.start()
         try:
+            failures = FailureStreak(log, "trainer pass")
             while not stop.is_set():
                 try:
                     if self.hold():
                         self.step()
+                    failures.worked()
                 except Exception:  # noqa: BLE001 - the trainer must outlive one bad pass
-                    log.exception("trainer pass failed")
+                    failures.failed()
                 self.wake.wait(interval)
                 self.wake.clear()
         finally:
