@@ -102,7 +102,7 @@ def migrate(
                 log.close()
                 moved.close()
     finally:
-        lake.release_writer()
+        lake.close()  # gives the writer lock up too
     bad = [c.name for c in checks if not c.ok]
     if bad:
         raise Conflict(f"the copy does not match the source for: {', '.join(bad)}; run again")
