@@ -82,7 +82,7 @@ class Engine:
         # meanwhile waits for this process to forget its reader too.
         self.eraser.beat()
         self.archive.between_batches = self.eraser.run_lake_safely
-        self.ingestor = Ingestor(self.log, self.clock, self._applied())
+        self.ingestor = Ingestor(self.log, self.clock, self._build_serving())
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -90,8 +90,10 @@ class Engine:
         """This process's id among the serving processes (None: it serves nothing)."""
         return None
 
-    def _applied(self) -> Callable[[list[dict[str, Any]]], None] | None:
-        """Told the events this process appended (a server applies them before it answers)."""
+    def _build_serving(self) -> Callable[[list[dict[str, Any]]], None] | None:
+        """A serving process builds its recommender here (after the stores, before the
+        ingest path that feeds it) and returns what the ingest path tells it of each append
+        (applied before the answer); a process that serves nothing returns None."""
         return None
 
     def catalog_changed(self) -> None:
@@ -141,7 +143,7 @@ class ServingEngine(Engine):
 
     def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
         self._replica_id = uuid.uuid4().hex[:16]
-        self.recommender: Recommender  # made in _applied, before the ingest path needs it
+        self.recommender: Recommender  # built in _build_serving, before the ingest path
         super().__init__(settings, clock)
         self.log.before_commit = self.recommender.claim
         self.jobs = JobRunner(self.recommender, settings.home / "batch", settings.batch, self.clock)
@@ -151,7 +153,7 @@ class ServingEngine(Engine):
     def _replica(self) -> str | None:
         return self._replica_id
 
-    def _applied(self) -> Callable[[list[dict[str, Any]]], None] | None:
+    def _build_serving(self) -> Callable[[list[dict[str, Any]]], None] | None:
         s = self.settings.serving
         self.recommender = Recommender(
             self.log,
