@@ -59,6 +59,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def init_home(home: Path, env: Mapping[str, str] | None = None) -> str:
+    """``clickrec init`` of ``home`` (with ``env``, e.g. other stores); its admin key."""
+    init = subprocess.run(
+        [*CLI, "init", "--home", str(home)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=None if env is None else dict(env),
+    )
+    return next(line for line in init.stdout.splitlines() if line.startswith("ck_"))
+
+
 def wait_for(check: Callable[[], object], timeout: float = 60.0, every: float = 0.2) -> object:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -7,8 +7,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -21,7 +19,7 @@ import pytest
 from clickrec.backends.redis_log import RedisEventLog
 from clickrec.backends.registry import open_data_keys, open_lake
 from clickrec.config import load_settings
-from tests.crash import free_port, serving, start_server, stop_server, wait_for
+from tests.crash import free_port, init_home, serving, start_server, stop_server, wait_for
 from tests.redisserver import server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -31,11 +29,7 @@ def test_killing_redis_under_load_loses_no_acknowledged_event(tmp_path: Path) ->
     with contextlib.contextmanager(server)() as redis:
         env = {**os.environ, "CLICKREC_STORES__EVENT_LOG": redis.url}
         home = tmp_path / "home"
-        init = subprocess.run(
-            [sys.executable, "-m", "clickrec.cli", "init", "--home", str(home)],
-            capture_output=True, text=True, check=True, env=env,
-        )  # fmt: skip
-        admin = next(line for line in init.stdout.splitlines() if line.startswith("ck_"))
+        admin = init_home(home, env)
         acknowledged: list[str] = []
         statuses: Counter[int] = Counter()
         answered: list[tuple[int, int]] = []
@@ -91,10 +85,7 @@ def test_killing_redis_under_load_loses_no_acknowledged_event(tmp_path: Path) ->
                 stored = log.read(0, 10**7, ["event_id"]).column("event_id").to_pylist()
             finally:
                 log.close()
-        settings = load_settings(home, environ=env)
-        lake = open_lake(settings, open_data_keys(settings))
-        parts = [lake.read_part(path, ["event_id"]) for path in lake.parts()]
-        archived = pa.concat_tables(parts).column("event_id").to_pylist() if parts else []
+        archived = _archived_ids(home, env)
 
     assert set(statuses) <= {202, 503}, statuses  # Redis away: 503, never a 500
     assert [status for status, _ in answered] == [200, 200]  # recommendations went on
@@ -112,11 +103,7 @@ def test_killing_replicas_under_load_loses_no_acknowledged_event(tmp_path: Path)
     with contextlib.contextmanager(server)() as redis:
         env = {**os.environ, "CLICKREC_STORES__EVENT_LOG": redis.url}
         home = tmp_path / "home"
-        init = subprocess.run(
-            [sys.executable, "-m", "clickrec.cli", "init", "--home", str(home)],
-            capture_output=True, text=True, check=True, env=env,
-        )  # fmt: skip
-        admin = next(line for line in init.stdout.splitlines() if line.startswith("ck_"))
+        admin = init_home(home, env)
         ports = [free_port(), free_port()]
         procs = [start_server(home, port, ["--train-interval", "3600"], env) for port in ports]
         acknowledged: list[str] = []
@@ -170,10 +157,7 @@ def test_killing_replicas_under_load_loses_no_acknowledged_event(tmp_path: Path)
             log.close()
             for proc in procs:
                 stop_server(proc)
-        settings = load_settings(home, environ=env)
-        lake = open_lake(settings, open_data_keys(settings))
-        parts = [lake.read_part(path, ["event_id"]) for path in lake.parts()]
-        archived = pa.concat_tables(parts).column("event_id").to_pylist() if parts else []
+        archived = _archived_ids(home, env)
 
     answered = Counter[int]()
     for counts in statuses.values():
@@ -182,3 +166,11 @@ def test_killing_replicas_under_load_loses_no_acknowledged_event(tmp_path: Path)
     assert len(acknowledged) > 200
     assert set(acknowledged) <= set(stored) and len(stored) == len(set(stored))
     assert set(stored) == set(archived) and len(archived) == len(set(archived))
+
+
+def _archived_ids(home: Path, env: dict[str, str]) -> list[str]:
+    """Every event id in the home's lake, once per row (duplicates kept)."""
+    settings = load_settings(home, environ=env)
+    lake = open_lake(settings, open_data_keys(settings))
+    parts = [lake.read_part(path, ["event_id"]) for path in lake.parts()]
+    return pa.concat_tables(parts).column("event_id").to_pylist() if parts else []

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -15,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.crash import serving, wait_for
+from tests.crash import init_home, serving, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -31,7 +29,7 @@ def replicas(
         redis.flush()
         env["CLICKREC_STORES__EVENT_LOG"] = redis.url
     home = tmp_path_factory.mktemp("replicas") / "home"
-    admin = _init(home, env)
+    admin = init_home(home, env)
     with ExitStack() as stack:
         urls = [stack.enter_context(serving(home, env=env))[0] for _ in range(2)]
         yield urls, admin
@@ -84,7 +82,7 @@ def test_serve_with_processes_shares_the_port_and_survives_a_killed_process(
     """`serve --processes 2`: every request, on a fresh connection to whichever process the
     kernel picks, sees the click sent just before; a killed process is replaced."""
     home = tmp_path / "home"
-    admin = _init(home)
+    admin = init_home(home)
     auth = {"Authorization": f"Bearer {admin}"}
     with serving(home, ["--processes", "2"]) as (url, proc):
         servers = wait_for(
@@ -105,17 +103,6 @@ def test_serve_with_processes_shares_the_port_and_survives_a_killed_process(
             assert httpx.get(f"{url}/v1/users/r0", headers=auth).status_code == 200
     assert proc.returncode == 0
     assert _api_children(proc.pid) == []
-
-
-def _init(home: Path, env: dict[str, str] | None = None) -> str:
-    init = subprocess.run(
-        [sys.executable, "-m", "clickrec.cli", "init", "--home", str(home)],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=env,
-    )
-    return next(line for line in init.stdout.splitlines() if line.startswith("ck_"))
 
 
 def _api_children(parent: int) -> list[int]:
