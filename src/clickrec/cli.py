@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -234,20 +235,25 @@ class _Undo:
 
     home: Path
     home_entries: frozenset[str] | None
+    home_mode: int | None  # an existing home's mode, which init makes 0700
     new_roots: tuple[Path, ...]
 
     @classmethod
     def before(cls, settings: Settings) -> _Undo:
         home = settings.home
-        entries = frozenset(p.name for p in home.iterdir()) if home.is_dir() else None
+        existed = home.is_dir()
+        entries = frozenset(p.name for p in home.iterdir()) if existed else None
+        mode = stat.S_IMODE(home.stat().st_mode) if existed else None
         roots = {_first_missing(p) for p in _places_init_writes(settings) if not _exists(p)}
-        return cls(home, entries, tuple(sorted(roots)))
+        return cls(home, entries, mode, tuple(sorted(roots)))
 
     def run(self) -> None:
         if self.home_entries is not None and self.home.is_dir():
             for path in self.home.iterdir():
                 if path.name not in self.home_entries:
                     _remove(path)
+            if self.home_mode is not None:
+                self.home.chmod(self.home_mode)
         for path in self.new_roots:
             _remove(path)
 

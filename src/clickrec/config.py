@@ -258,7 +258,8 @@ def load_settings(home: Path | None = None, environ: dict[str, str] | None = Non
     """Settings from ``<home>/clickrec.toml`` (if present) and the environment.
 
     Refuses (Conflict) when the environment moves a store the file names elsewhere while
-    the file's store holds data: the data would then be split between two places.
+    the file's store holds data (a remote store always might): the data would then be
+    split between two places, or a command would read an empty store as if it were all.
     """
     environ = dict(os.environ) if environ is None else environ
     home = home or Path(environ.get("CLICKREC_HOME", "var"))
@@ -347,10 +348,11 @@ def _place(home: Path, value: str) -> str:
 
 
 def _holds_data(home: Path, value: str) -> bool:
-    """Whether a local store (a file or a folder) exists there with something in it; a
-    remote one cannot be told without connecting to it, so it never counts."""
+    """Whether a local store (a file or a folder) exists there with something in it. A
+    remote one (PostgreSQL, Redis, S3) cannot be told without connecting to it, so it
+    counts as holding data: moving it silently could open an empty store in its place."""
     if "://" in value and not value.startswith(("sqlite:///", "file://")):
-        return False
+        return True
     path = Path(_place(home, value))
     if path.is_dir():
         return any(path.iterdir())

@@ -57,11 +57,12 @@ def _ids(answer: dict) -> list[str]:
 
 def test_the_readme_tour_shows_what_it_says(tmp_path: Path) -> None:
     home = tmp_path / "var"
-    env = {
-        **os.environ,
-        "CLICKREC_HOME": str(home),
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-    }
+    # The tour's own `export PATH="$PWD/.venv/bin:$PATH"` must be what finds `clickrec`:
+    # the shell starts in a folder whose .venv is this interpreter's, without it on PATH.
+    venv_bin = Path(sys.executable).parent
+    (tmp_path / ".venv").symlink_to(Path(sys.prefix), target_is_directory=True)
+    path = [p for p in os.environ["PATH"].split(os.pathsep) if p and Path(p) != venv_bin]
+    env = {**os.environ, "CLICKREC_HOME": str(home), "PATH": os.pathsep.join(path)}
     init = subprocess.run([*CLI, "init"], env=env, capture_output=True, text=True, timeout=120)
     assert init.returncode == 0, init.stderr
     assert (home / "admin.key").read_text().startswith("ck_")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 import tomllib
@@ -89,6 +90,8 @@ def test_a_failed_init_in_an_existing_folder_keeps_only_what_was_there(
     home = tmp_path / "home"
     home.mkdir()
     (home / "notes.txt").write_text("mine\n")
+    mode = stat.S_IMODE(home.stat().st_mode)
+    assert mode != 0o700
 
     env = {**without_psycopg, "CLICKREC_STORES__CATALOG": NO_DRIVER_CATALOG}
     done = cli("init", "--home", str(home), env=env)
@@ -96,6 +99,7 @@ def test_a_failed_init_in_an_existing_folder_keeps_only_what_was_there(
     assert done.returncode != 0
     assert [p.name for p in home.iterdir()] == ["notes.txt"]
     assert (home / "notes.txt").read_text() == "mine\n"
+    assert stat.S_IMODE(home.stat().st_mode) == mode  # init makes a home 0700; undone too
 
 
 def test_init_records_the_stores_the_environment_names_and_later_runs_use_them(
@@ -180,6 +184,36 @@ def test_a_store_the_environment_moves_before_any_data_is_there_is_no_conflict(
     (tmp_path / "catalog.db").write_bytes(b"SQLite format 3\x00")
     with pytest.raises(Conflict, match="the data lives in one place"):
         load_settings(tmp_path, environ=env)
+
+
+@pytest.mark.parametrize(
+    ("variable", "in_file", "in_env"),
+    [
+        ("CATALOG", "postgresql://clickrec@db-a:5432/clickrec", "postgresql://clickrec@db-b/x"),
+        ("CATALOG", "postgresql://clickrec@db-a:5432/clickrec", "sqlite:///catalog.db"),
+        ("EVENT_LOG", "redis://cache-a:6379/0", "redis://cache-b:6379/0"),
+        ("LAKE", "s3://bucket-a/lake", "s3://bucket-b/lake"),
+    ],
+)
+def test_a_remote_store_the_environment_moves_is_refused_without_connecting(
+    tmp_path: Path, variable: str, in_file: str, in_env: str
+) -> None:
+    """Whether a PostgreSQL, Redis or S3 store holds data cannot be told without reaching
+    it, so a variable that points elsewhere is refused: a command would otherwise read an
+    empty catalog (no keys, no items) as if it were the deployment's."""
+    name = variable.lower()
+    (tmp_path / CONFIG_FILE).write_text(f'[stores]\n{name} = "{in_file}"\n')
+    with pytest.raises(Conflict, match=f"CLICKREC_STORES__{variable} says"):
+        load_settings(tmp_path, environ={f"CLICKREC_STORES__{variable}": in_env})
+    assert not (tmp_path / "catalog.db").exists()  # nothing was opened in its place
+
+    same = in_file.replace("clickrec@", "clickrec:pw@")  # the same place, with a password
+    assert (
+        getattr(
+            load_settings(tmp_path, environ={f"CLICKREC_STORES__{variable}": same}).stores, name
+        )
+        == same
+    )
 
 
 def test_a_catalog_that_cannot_be_opened_fails_init_in_one_line(tmp_path: Path) -> None:
