@@ -267,9 +267,11 @@ def _sigv4(
     age: timedelta | None = None,
     tamper: bool = False,
     unsigned: bool = False,
+    mangle: Callable[[str], str] | None = None,
 ) -> Sign:
     """SigV4 as botocore signs it, with one defect at most: another service in the scope,
-    a date ``age`` old, the body changed after signing, or the Authorization header gone."""
+    a date ``age`` old (negative: in the future), the body changed after signing, the
+    Authorization header gone, or that header rewritten by ``mangle``."""
 
     def sign(method: str, url: str, body: bytes) -> tuple[Headers, bytes]:
         request = AWSRequest(method, url, data=body, headers={"Content-Type": "application/json"})
@@ -278,10 +280,29 @@ def _sigv4(
         headers: Headers = dict(request.headers.items())
         if unsigned:
             del headers["Authorization"]
+        if mangle is not None:
+            headers["Authorization"] = mangle(headers["Authorization"])
         # Still valid JSON, so a server that skipped the body hash would answer as usual.
         return headers, body + b"\n" if tamper else body
 
     return sign
+
+
+def _other_day(authorization: str) -> str:
+    """The Credential scope's date moved a day back (the signature is left as it was)."""
+    day = re.search(r"Credential=[^/]+/(\d{8})/", authorization)
+    assert day, authorization
+    earlier = datetime.strptime(day.group(1), "%Y%m%d") - timedelta(days=1)
+    return authorization.replace(f"/{day.group(1)}/", f"/{earlier:%Y%m%d}/", 1)
+
+
+def _host_unsigned(authorization: str) -> str:
+    """SignedHeaders without ``host`` (AWS requires it: a signature could be replayed to
+    another host)."""
+    signed = re.search(r"SignedHeaders=([^,]+)", authorization)
+    assert signed and "host" in signed.group(1).split(";"), authorization
+    kept = ";".join(h for h in signed.group(1).split(";") if h != "host")
+    return authorization.replace(signed.group(0), f"SignedHeaders={kept}", 1)
 
 
 def credentials(keys: Keys) -> list[Credential]:
@@ -375,6 +396,24 @@ def credentials(keys: Keys) -> list[Credential]:
             "SigV4 (admin) dated 20 minutes ago",
             "sigv4",
             _sigv4(admin.access_key_id, admin.secret_access_key, age=timedelta(minutes=20)),
+        ),
+        Credential(
+            "s-future",
+            "SigV4 (admin) dated 20 minutes ahead",
+            "sigv4",
+            _sigv4(admin.access_key_id, admin.secret_access_key, age=timedelta(minutes=-20)),
+        ),
+        Credential(
+            "s-scope",
+            "SigV4 (admin) whose credential scope names another day than X-Amz-Date",
+            "sigv4",
+            _sigv4(admin.access_key_id, admin.secret_access_key, mangle=_other_day),
+        ),
+        Credential(
+            "s-host",
+            "SigV4 (admin) that does not sign the Host header",
+            "sigv4",
+            _sigv4(admin.access_key_id, admin.secret_access_key, mangle=_host_unsigned),
         ),
         Credential(
             "s-svc",

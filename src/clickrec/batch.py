@@ -240,6 +240,66 @@ def chunks(f: BinaryIO, size: int = 1 << 16) -> Iterator[bytes]:
             yield chunk
 
 
+ERASED = "<erased>"  # what stands in an output for an erased reader's session id
+
+
+@dataclass(frozen=True)
+class Forgotten:
+    """Readers an output must not name: erased users, and their anonymous sessions."""
+
+    users: frozenset[str] = frozenset()
+    sessions: frozenset[str] = frozenset()
+
+    def __bool__(self) -> bool:
+        return bool(self.users or self.sessions)
+
+    def marks(self) -> list[bytes]:
+        """Each id as it appears in JSON (an exact id is also a substring of its line)."""
+        return [orjson.dumps(i) for i in (*self.users, *self.sessions)]
+
+
+def scrub_line(line: bytes, number: int, readers: Forgotten) -> tuple[bytes, int]:
+    """(the output line without the readers, how many entries went). An answer that was
+    theirs becomes ``{"line": n, "erased": true}``: an output keeps one line per input."""
+    if not any(m in line for m in readers.marks()):  # cheap before parsing
+        return line, 0
+    entry, gone = without_readers(orjson.loads(line), readers)
+    if not gone:
+        return line, 0
+    clean = {"line": number, "erased": True} if entry is None else entry
+    return orjson.dumps(clean) + b"\n", gone
+
+
+def without_readers(entry: Any, readers: Forgotten) -> tuple[Any, int]:
+    """(entry without the readers' sub-entries, how many went); None when it is theirs.
+    Ids are compared whole (``zz1`` is not ``zz10``); one of their sessions named beside
+    another user is replaced by ERASED."""
+    if isinstance(entry, dict):
+        session = entry.get("session_id")
+        theirs = isinstance(session, str) and session in readers.sessions
+        user = entry.get("user_id")
+        if (isinstance(user, str) and user in readers.users) or (user is None and theirs):
+            return None, 1
+        gone = 0
+        out = {}
+        for key, value in entry.items():
+            if key == "session_id" and theirs:
+                out[key], n = ERASED, 1
+            else:
+                out[key], n = without_readers(value, readers)
+            gone += n
+        return out, gone
+    if isinstance(entry, list):
+        kept, gone = [], 0
+        for value in entry:
+            clean, n = without_readers(value, readers)
+            gone += n
+            if clean is not None:
+                kept.append(clean)
+        return kept, gone
+    return entry, 0
+
+
 def erased_lines(output: Path) -> int:
     """How many lines of an output reader erasures changed (its ``.erased`` sidecar)."""
     try:
@@ -322,6 +382,9 @@ class JobRunner:
         self.max_jobs = max_jobs
         self.spawn = spawn
         self.jobs: dict[str, Job] = {}
+        # The readers whose erasure is under way (the engine asks the catalog): a job that
+        # starts meanwhile never names them, even if asked for them by id.
+        self.erasing: Callable[[], Forgotten] = Forgotten
         self._lock = threading.Lock()
         self._next_scan = 0.0
         self.sweep()
@@ -481,7 +544,10 @@ class JobRunner:
         state, error = "succeeded", None
         try:
             assert job.path is not None
-            _, job.errors = write_jsonl(job.path, run(self.rec, lines, advance), limit, 0o600)
+            answers, erased = _forgetting(run(self.rec, lines, advance), self.erasing())
+            _, job.errors = write_jsonl(job.path, answers, limit, 0o600)
+            if erased:
+                record_erased(job.path, len(erased))
         except OutputTooLarge as exc:
             state, error = "failed", _too_large(limit, exc.lines, job.total)
         except Exception as exc:  # noqa: BLE001 - a failed job reports, the server goes on
@@ -491,6 +557,26 @@ class JobRunner:
             job.finished_at, job.error = now, error
             job.expires_at = now + self._retention if state == "succeeded" else None
             job.state = state
+
+
+def _forgetting(
+    answers: Iterable[dict[str, Any]], readers: Forgotten
+) -> tuple[Iterator[dict[str, Any]], list[int]]:
+    """The answers without ``readers`` (as an erasure would leave them), and the numbers of
+    the lines that changed, filled in as the answers are read."""
+    changed: list[int] = []
+
+    def clean() -> Iterator[dict[str, Any]]:
+        for number, answer in enumerate(answers, start=1):
+            if not readers:
+                yield answer
+                continue
+            entry, gone = without_readers(answer, readers)
+            if gone:
+                changed.append(number)
+            yield {"line": number, "erased": True} if entry is None else entry
+
+    return clean(), changed
 
 
 def _too_large(limit: int, lines: int, total: int) -> str:

@@ -148,6 +148,7 @@ class ServingEngine(Engine):
         self.log.before_commit = self.recommender.claim
         self.jobs = JobRunner(self.recommender, settings.home / "batch", settings.batch, self.clock)
         self.eraser.batch_running_since = self.jobs.running_since
+        self.jobs.erasing = self.eraser.under_way
         self.shared_limits = open_shared_limits(settings)
 
     def _replica(self) -> str | None:

@@ -29,13 +29,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from clickrec.backends.base import EventLog, Lake
 from clickrec.backends.sql_catalog import SQLCatalog
-from clickrec.batch import create_file, record_erased
+from clickrec.batch import ERASED, Forgotten, create_file, record_erased, scrub_line
 from clickrec.core.clock import Clock
 
 if TYPE_CHECKING:
@@ -43,7 +42,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("clickrec.erasure")
 
-ERASED = "<erased>"
 REPLICA_TTL = 30.0
 """Seconds without a heartbeat after which a serving process counts as gone: the lake
 phase no longer waits for it (it rebuilds its state from the log, without the reader)."""
@@ -106,13 +104,28 @@ class Eraser:
                 self.catalog.update_erasure(job["id"], error=f"online phase: {type(exc).__name__}")
         if rec is not None and self.replica_id is not None:
             for job in self.catalog.list_erasures(["lake"]):
-                if self.replica_id not in self.catalog.erasure_acks(job["id"]):
-                    subject = job["subject"]
-                    rec.forget(
-                        [f"u:{subject['user_id']}", *(f"s:{s}" for s in subject["sessions"])]
-                    )
-                    self.catalog.ack_erasure(job["id"], self.replica_id)
+                if self.replica_id in self.catalog.erasure_acks(job["id"]):
+                    continue
+                if self.batch_running_since(job["created_at"]):
+                    continue  # this process's batch jobs made before it may yet name them
+                subject = job["subject"]
+                sessions = subject["sessions"]
+                rec.forget([f"u:{subject['user_id']}", *(f"s:{s}" for s in sessions)])
+                self._scrub_batch_outputs(subject["user_id"], set(sessions))  # those jobs'
+                self.catalog.ack_erasure(job["id"], self.replica_id)
         return moved
+
+    def under_way(self) -> Forgotten:
+        """The readers of every erasure not yet done: a batch job that starts now leaves
+        them out (one made before an erasure is waited for, then scrubbed)."""
+        users: set[str] = set()
+        sessions: set[str] = set()
+        for job in self.catalog.list_erasures(["pending", "lake"], limit=100_000):
+            subject = job["subject"] or {}
+            if "user_id" in subject:
+                users.add(subject["user_id"])
+            sessions.update(subject.get("sessions", ()))
+        return Forgotten(frozenset(users), frozenset(sessions))
 
     def _online(self, job: dict[str, Any], rec: Recommender | None) -> bool:
         user = job["subject"]["user_id"]
@@ -223,16 +236,16 @@ def _scrub_output(path: Path, user: str, sessions: set[str]) -> int:
     swapped in atomically; returns the entries that went. A file where no line changes
     is never rewritten. The job's erased count is raised before the swap: a crash in
     between can count a line twice, never hide a change."""
-    marks = [orjson.dumps(i) for i in (user, *sessions)]
+    readers = Forgotten(frozenset({user}), frozenset(sessions))
     with path.open("rb") as f:
-        if not any(_scrub_line(line, n, user, sessions, marks)[1] for n, line in enumerate(f, 1)):
+        if not any(scrub_line(line, n, readers)[1] for n, line in enumerate(f, 1)):
             return 0
         f.seek(0)
         tmp = path.with_suffix(".jsonl.erasing")
         dropped = changed = 0
         with create_file(tmp, 0o600) as out:
             for n, line in enumerate(f, 1):
-                clean, gone = _scrub_line(line, n, user, sessions, marks)
+                clean, gone = scrub_line(line, n, readers)
                 out.write(clean)
                 dropped += gone
                 changed += gone > 0
@@ -241,46 +254,3 @@ def _scrub_output(path: Path, user: str, sessions: set[str]) -> int:
     record_erased(path, changed)
     tmp.replace(path)
     return dropped
-
-
-def _scrub_line(
-    line: bytes, number: int, user: str, sessions: set[str], marks: list[bytes]
-) -> tuple[bytes, int]:
-    """(the line without the reader, how many entries went). An answer that was theirs
-    becomes ``{"line": n, "erased": true}``: the output keeps one line per input line."""
-    if not any(m in line for m in marks):  # cheap: an exact id is also a substring
-        return line, 0
-    entry, gone = _without_reader(orjson.loads(line), user, sessions)
-    if not gone:
-        return line, 0
-    clean = {"line": number, "erased": True} if entry is None else entry
-    return orjson.dumps(clean) + b"\n", gone
-
-
-def _without_reader(entry: Any, user: str, sessions: set[str]) -> tuple[Any, int]:
-    """(entry without the reader's sub-entries, how many went); None when it is theirs.
-    Ids are compared whole (``zz1`` is not ``zz10``); one of their sessions named beside
-    another user is replaced by ERASED."""
-    if isinstance(entry, dict):
-        session = entry.get("session_id")
-        theirs = isinstance(session, str) and session in sessions
-        if entry.get("user_id") == user or (entry.get("user_id") is None and theirs):
-            return None, 1
-        gone = 0
-        out = {}
-        for key, value in entry.items():
-            if key == "session_id" and theirs:
-                out[key], n = ERASED, 1
-            else:
-                out[key], n = _without_reader(value, user, sessions)
-            gone += n
-        return out, gone
-    if isinstance(entry, list):
-        kept, gone = [], 0
-        for value in entry:
-            clean, n = _without_reader(value, user, sessions)
-            gone += n
-            if clean is not None:
-                kept.append(clean)
-        return kept, gone
-    return entry, 0

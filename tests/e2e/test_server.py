@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -164,6 +165,16 @@ def _scenario(http, home, tmp_path, admin, ingest, read, proc) -> None:  # type:
     status = http.get("/v1/models", headers=admin).json()
     assert status["live_version"] == version == status["served_version"]
 
+    # A batch job's output is a file in the home too.
+    job = http.post(
+        "/v1/batch-jobs",
+        headers=read,
+        json={"kind": "recommendations", "lines": [{"user_id": "e2e-reader"}]},
+    )
+    assert job.status_code == 202, job.text
+    job_url = f"/v1/batch-jobs/{job.json()['id']}"
+    wait_for(lambda: http.get(job_url, headers=read).json()["state"] == "succeeded")
+
     # The archive consumer puts every event in the lake exactly once.
     lake = home / "lake" / "events"
     wait_for(lambda: any(lake.glob("*/*.parquet")), timeout=30)
@@ -178,9 +189,43 @@ def _scenario(http, home, tmp_path, admin, ingest, read, proc) -> None:  # type:
     # every key's secret is this user's alone.
     assert home.stat().st_mode & 0o777 == 0o700
     made = list(home.rglob("*"))
-    assert any(p.suffix == ".parquet" for p in made) and any(p.suffix == ".db" for p in made)
-    loose = {str(p.relative_to(home)): oct(p.stat().st_mode & 0o777) for p in made}
-    assert {p: m for p, m in loose.items() if m not in ("0o600", "0o700")} == {}
+    for kind in (".parquet", ".db", ".jsonl"):  # lake parts, SQLite stores, batch outputs
+        assert any(p.suffix == kind for p in made), kind
+    loose = {
+        str(p.relative_to(home)): oct(p.stat().st_mode & 0o777)
+        for p in made
+        if p.stat().st_mode & 0o777 != (0o700 if p.is_dir() else 0o600)
+    }
+    assert loose == {}  # folders 0700, files 0600
+
+
+def test_numbers_past_any_integer_leave_the_connection_usable(server) -> None:  # type: ignore[no-untyped-def]
+    """Over one real keep-alive connection: an overflowing query number is a 422, and the
+    next request on the same connection is answered (it was a 500 and a reset)."""
+    url, _, admin, _ = server
+    port = int(url.rsplit(":", 1)[1])
+    auth = admin["Authorization"]
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        reader = sock.makefile("rb")
+        statuses = []
+        for path in (
+            "/v1/audit-log?before=99999999999999999999999",
+            "/v1/audit-log?limit=18446744073709551617",
+            "/v1/trending?num_results=1e400",
+            "/healthz",
+        ):
+            sock.sendall(
+                f"GET {path} HTTP/1.1\r\nhost: x\r\nauthorization: {auth}\r\n\r\n".encode()
+            )
+            status = reader.readline().split()[1]
+            length = 0
+            while (line := reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            reader.read(length)
+            statuses.append(int(status))
+    assert statuses == [422, 422, 422, 200]
 
 
 def test_bad_input_never_gets_a_5xx(server) -> None:  # type: ignore[no-untyped-def]

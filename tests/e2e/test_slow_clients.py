@@ -78,9 +78,23 @@ def test_a_body_trickling_in_gets_408_at_its_deadline(server: tuple[int, str]) -
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         sock.sendall(head)
         answer, sent = _trickle_on(sock, body)
+        after = _until_closed(sock)
     assert answer.startswith(b"HTTP/1.1 408"), answer
     assert b"request body not received within 1 seconds" in answer
     assert sent < len(body)  # refused long before the body could have been complete
+    # The rest of that body could only be read as a next request: the server closes the
+    # connection at once rather than wait for headers that never come (a second 408).
+    assert b"connection: close" in answer.lower()
+    assert after == b"", after
+
+
+def _until_closed(sock: socket.socket) -> bytes:
+    """What the server sends until it closes the connection."""
+    sock.settimeout(DEADLINE * 10)
+    rest = b""
+    while chunk := sock.recv(65536):
+        rest += chunk
+    return rest
 
 
 def _trickle_on(sock: socket.socket, data: bytes) -> tuple[bytes, int]:

@@ -306,6 +306,69 @@ def test_an_erasure_waits_for_a_batch_job_that_was_running_and_then_scrubs_it(
     assert answers[0] == {"line": 1, "erased": True} and answers[1]["user_id"] == "bob"
 
 
+def _job(client: TestClient, keys: H, users: list[str], key: str = "read") -> str:
+    lines = [{"user_id": u} for u in users]
+    r = client.post(
+        "/v1/batch-jobs", json={"kind": "recommendations", "lines": lines}, headers=keys[key]
+    )
+    assert r.status_code == 202, r.text
+    return str(r.json()["id"])
+
+
+def _output(engine: Engine, job_id: str) -> list[dict]:
+    path = engine.settings.home / "batch" / f"{job_id}.jsonl"
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+def test_a_batch_job_asked_for_while_an_erasure_waits_never_names_the_reader(
+    client: TestClient, keys: H, engine: Engine
+) -> None:
+    """The erasure waits for the jobs made before it; one made after it (while it waits)
+    must not write the reader's answer once the erasure has scrubbed and moved on."""
+    assert engine.jobs is not None
+    held: list = []
+    engine.jobs.spawn = held.append  # each job runs when the test says
+    _job(client, keys, ["bob"])
+    erasure = _erase(client, keys, engine, "zz1")
+    engine.eraser.run_online(engine.recommender)  # waits for the first job
+    later = _job(client, keys, ["zz1", "zz10", "bob"], key="admin")
+    held.pop(0)()  # the first job ends
+    engine.eraser.run_online(engine.recommender)  # scrubs; the later job has not run yet
+    assert engine.catalog.get_erasure(erasure["id"])["state"] == "lake"
+    held.pop(0)()  # ... and runs now, after the scrub
+
+    answers = _output(engine, later)
+    assert answers[0] == {"line": 1, "erased": True}
+    assert [a.get("user_id") for a in answers[1:]] == ["zz10", "bob"]
+    view = client.get(f"/v1/batch-jobs/{later}", headers=keys["admin"]).json()
+    assert view["state"] == "succeeded" and view["erased_lines"] == 1
+
+
+def test_each_server_waits_for_its_own_batch_jobs_before_it_lets_an_erasure_end(
+    client: TestClient, keys: H, engine: Engine
+) -> None:
+    """With several serving processes, a job runs in the one that took it: the erasure
+    ends only once every one of them has seen its jobs made before it end, and scrubbed."""
+    other = ServingEngine(engine.settings)  # a second server on the same home and stores
+    try:
+        with TestClient(create_app(other)) as other_client:
+            held: list = []
+            other.jobs.spawn = held.append
+            job = _job(other_client, keys, ["zz1", "bob"])
+            erasure = _erase(client, keys, engine, "zz1")
+            assert engine.eraser.run_online(engine.recommender) == 1  # nothing runs here
+            other.eraser.run_online(other.recommender)
+            assert engine.eraser.run_lake() == 0  # the other server's job still runs
+            held.pop()()  # it writes zz1's answer
+            other.eraser.run_online(other.recommender)  # now it scrubs, then agrees
+            assert engine.eraser.run_lake() == 1
+            assert engine.catalog.get_erasure(erasure["id"])["state"] == "done"
+            answers = _output(engine, job)
+            assert answers[0] == {"line": 1, "erased": True} and answers[1]["user_id"] == "bob"
+    finally:
+        other.close()
+
+
 def test_every_serving_process_forgets_the_reader_before_the_lake_phase_ends_the_job(
     client: TestClient, keys: H, engine: Engine
 ) -> None:

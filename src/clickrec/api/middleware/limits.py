@@ -91,7 +91,9 @@ class BodyLimitMiddleware:
                     body = await self._read(receive)
             except TimeoutError:
                 late = f"request body not received within {self.body_timeout:g} seconds"
-                await refuse(send, 408, late)
+                # The rest of the body may still come: the connection cannot carry another
+                # request, so it is closed (a slow client gets one deadline, not two).
+                await refuse(send, 408, late, [(b"connection", b"close")])
                 return
             if body is None:
                 return  # the client left
