@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -344,6 +345,19 @@ class Job:
     error: str | None = None
     path: Path | None = field(default=None, repr=False)
 
+    pid: int = field(default_factory=os.getpid, repr=False)  # the process that runs it
+
+    def record(self) -> bytes:
+        """What another process of the same home reads of this job (no reader ids)."""
+        fields = "id kind total created_at owner state done errors finished_at expires_at error pid"
+        return orjson.dumps({name: getattr(self, name) for name in fields.split()})
+
+    @classmethod
+    def from_record(cls, data: bytes, folder: Path) -> Job:
+        job = cls(**orjson.loads(data))
+        job.path = folder / f"{job.id}.jsonl"
+        return job
+
     def view(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -360,11 +374,17 @@ class Job:
         }
 
 
+JOB_ID = re.compile(r"[0-9a-f]{16}")
+RECORD_SECONDS = 1.0  # a running job's progress reaches other processes this often
+
+
 class JobRunner:
     """Batch jobs of one server, within each key's quotas (``[batch]`` settings): each runs
     in its own thread and writes its output (0600) under ``<home>/batch/``, deleted after
-    the retention period. The job list lives in memory: a restart forgets the jobs, and
-    their outputs go once they are older than the retention period."""
+    the retention period. Each job also has a small record there (``<id>.job``), so every
+    process serving the same home (``serve --processes N``) answers for every job, the
+    quotas count them all, and a restart finds the finished ones; a job whose process
+    stopped while it ran is failed."""
 
     def __init__(
         self,
@@ -411,6 +431,7 @@ class JobRunner:
             self._check_quotas(owner)
             self._make_room()
             self.jobs[job.id] = job
+            self._save(job)
         self.spawn(lambda: self._run(job, lines))
         return job
 
@@ -419,8 +440,49 @@ class JobRunner:
         job is as unknown as one that never was."""
         self.sweep()
         with self._lock:
-            job = self.jobs.get(job_id)
+            job = self._find(job_id)
         return job if job is not None and owner in (None, job.owner) else None
+
+    def _find(self, job_id: str) -> Job | None:
+        """This process's job, or another's read from its record (call with the lock)."""
+        job = self.jobs.get(job_id)
+        if job is not None and job.state not in ACTIVE and not self._record(job_id).exists():
+            del self.jobs[job_id]  # another process deleted it
+            return None
+        if job is not None or not JOB_ID.fullmatch(job_id):
+            return job
+        try:
+            job = Job.from_record(self._record(job_id).read_bytes(), self.folder)
+        except (FileNotFoundError, ValueError, TypeError):
+            return None  # none, or a record cut short: as unknown as one that never was
+        if job.state in ACTIVE and not _alive(job.pid):
+            job.state, job.finished_at = "failed", self.clock.now()
+            job.error = "the server process that ran it stopped before it finished"
+            self._save(job)
+        elif job.state == "succeeded" and job.expires_at and self.clock.now() >= job.expires_at:
+            self._expire(job, self._expiry_note())
+        return job
+
+    def _others(self) -> list[Job]:
+        """The jobs of the other processes serving this home (call with the lock)."""
+        if not self.folder.is_dir():
+            return []
+        ids = (p.name.removesuffix(".job") for p in self.folder.glob("*.job"))
+        found = (self._find(i) for i in ids if i not in self.jobs)
+        return [job for job in found if job is not None]
+
+    def _record(self, job_id: str) -> Path:
+        return self.folder / f"{job_id}.job"
+
+    def _save(self, job: Job) -> None:
+        """Swap in the job's record whole (a reader never sees half of one)."""
+        tmp = self.folder / f"{job.id}.job.tmp"
+        try:
+            with create_file(tmp, 0o600) as f:
+                f.write(job.record())
+            tmp.replace(self._record(job.id))
+        except FileNotFoundError:
+            pass  # the folder went (a test's home removed): nothing to tell anyone
 
     def running_since(self, t: float) -> bool:
         """Whether a job made at or before ``t`` (Unix seconds) is still pending or running:
@@ -434,7 +496,7 @@ class JobRunner:
         Gone once it was deleted."""
         self.sweep()
         with self._lock:
-            job = self.jobs.get(job_id)
+            job = self._find(job_id)
             if job is None or owner not in (None, job.owner):
                 raise NotFound(f"unknown batch job: {job_id}")
             if job.state == "succeeded" and job.path is not None:
@@ -450,12 +512,12 @@ class JobRunner:
     def delete(self, job_id: str, owner: str | None) -> None:
         """Forget a finished job and delete its output; ``owner`` None may delete any."""
         with self._lock:
-            job = self.jobs.get(job_id)
+            job = self._find(job_id)
             if job is None or owner not in (None, job.owner):
                 raise NotFound(f"unknown batch job: {job_id}")
             if job.state in ACTIVE:
                 raise Conflict(f"batch job {job_id} is {job.state}: delete it once it finished")
-            del self.jobs[job_id]
+            self.jobs.pop(job_id, None)
             self._delete_files(job_id)
 
     def sweep(self, scan: bool = False) -> None:
@@ -469,6 +531,7 @@ class JobRunner:
                     self._expire(job, self._expiry_note())
                 elif job.state in ("failed", "expired") and now >= self._forget_at(job):
                     del self.jobs[job.id]
+                    self._delete_files(job.id)
             if scan or now >= self._next_scan:
                 self._next_scan = now + SWEEP_SECONDS
                 self._delete_strays(now - self._retention)
@@ -483,7 +546,7 @@ class JobRunner:
     def _check_quotas(self, owner: str) -> None:
         """Conflict when ``owner`` runs its most jobs at once or keeps its most bytes."""
         s = self.settings
-        mine = [j for j in self.jobs.values() if j.owner == owner]
+        mine = [j for j in [*self.jobs.values(), *self._others()] if j.owner == owner]
         active = sum(j.state in ACTIVE for j in mine)
         if active >= s.max_running_per_key:
             raise Conflict(
@@ -511,22 +574,30 @@ class JobRunner:
             self._delete_files(oldest.id)
 
     def _expire(self, job: Job, why: str) -> None:
-        self._delete_files(job.id)
+        self._delete_files(job.id, keep_record=True)
         job.state, job.error = "expired", why
+        self._save(job)
 
-    def _delete_files(self, job_id: str) -> None:
-        """The output of a job and its companions (temporary file, erased count)."""
+    def _delete_files(self, job_id: str, keep_record: bool = False) -> None:
+        """The output of a job and its companions (temporary file, erased count, record)."""
         for path in self.folder.glob(f"{job_id}.*"):
-            path.unlink(missing_ok=True)
+            if not (keep_record and path.suffix == ".job"):
+                path.unlink(missing_ok=True)
 
     def _delete_strays(self, cutoff: float) -> None:
         """Files of no live job, last written before ``cutoff`` (Unix seconds)."""
         if not self.folder.is_dir():
             return
         for path in self.folder.iterdir():
-            job = self.jobs.get(path.name.partition(".")[0])
+            job = self._find(path.name.partition(".")[0])
             if job is not None and job.state in (*ACTIVE, "succeeded"):
                 continue
+            if (
+                job is not None
+                and path.suffix == ".job"
+                and self.clock.now() < self._forget_at(job)
+            ):
+                continue  # a failed or expired job is still told until it is forgotten
             try:
                 if path.is_file() and path.stat().st_mtime < cutoff:
                     path.unlink()
@@ -535,9 +606,15 @@ class JobRunner:
 
     def _run(self, job: Job, lines: list[dict[str, Any]]) -> None:
         job.state = "running"
+        self._save(job)
+        saved = self.clock.monotonic()
 
         def advance(n: int) -> None:
+            nonlocal saved
             job.done += n
+            if self.clock.monotonic() - saved >= RECORD_SECONDS:
+                saved = self.clock.monotonic()
+                self._save(job)
 
         run = recommend_many if job.kind == "recommendations" else item_affinity
         limit = self.settings.max_output_bytes
@@ -557,6 +634,7 @@ class JobRunner:
             job.finished_at, job.error = now, error
             job.expires_at = now + self._retention if state == "succeeded" else None
             job.state = state
+            self._save(job)
 
 
 def _forgetting(
@@ -586,6 +664,17 @@ def _too_large(limit: int, lines: int, total: int) -> str:
         f"the output passed the quota of {limit:,} bytes per job (batch.max_output_bytes) "
         f"after {lines} of {total} lines: {split}ask for fewer num_results or metadata_columns"
     )
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process of this machine has that id (another user's counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _size(path: Path | None) -> int:

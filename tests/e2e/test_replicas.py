@@ -97,6 +97,29 @@ def test_serve_with_processes_shares_the_port_and_survives_a_killed_process(
             assert sent.status_code == 202, sent.text
             seen = httpx.get(f"{url}/v1/users/r{k}", headers=auth, params={"limit": 1})
             assert seen.json()["history"][0]["item_id"] == f"p{k}"
+        # A batch job runs in the process that took it; every process answers for it.
+        lines = [{"user_id": f"r{k}", "num_results": 3} for k in range(30)]
+        job = httpx.post(
+            f"{url}/v1/batch-jobs",
+            headers=auth,
+            json={"kind": "recommendations", "lines": lines},
+        ).json()
+        states = [
+            httpx.get(f"{url}/v1/batch-jobs/{job['id']}", headers=auth).json()["state"]
+            for _ in range(20)
+        ]
+        assert set(states) <= {"pending", "running", "succeeded"}, states
+        wait_for(
+            lambda: (
+                httpx.get(f"{url}/v1/batch-jobs/{job['id']}", headers=auth).json()["state"]
+                == "succeeded"
+            )
+        )
+        outputs = {
+            httpx.get(f"{url}/v1/batch-jobs/{job['id']}/output", headers=auth).content
+            for _ in range(10)
+        }
+        assert len(outputs) == 1 and len(outputs.pop().splitlines()) == 30
         os.kill(servers[0], signal.SIGKILL)
         wait_for(lambda: len(set(_api_children(proc.pid)) - {servers[0]}) == 2, 30)
         for _ in range(10):

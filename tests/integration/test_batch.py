@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -235,7 +236,8 @@ def test_a_job_whose_output_passes_its_quota_fails_and_leaves_no_file(serve: Ser
     assert job["state"] == "failed"
     assert "2,000 bytes" in job["error"] and "batch.max_output_bytes" in job["error"]
     assert "split the input" in job["error"]
-    assert list((engine.settings.home / "batch").iterdir()) == []  # the partial file went
+    left = [p.name for p in (engine.settings.home / "batch").iterdir()]
+    assert left == [f"{job['id']}.job"]  # the partial output went; the job's record stays
     assert client.get(f"/v1/batch-jobs/{job['id']}/output", headers=key).status_code == 409
 
 
@@ -345,3 +347,61 @@ def test_the_output_is_read_in_pages(serve: Serve) -> None:
     assert seen == everyone
     for bad in ({"limit": 0}, {"limit": 10_001}, {"offset": -1}):
         assert client.get(url, params=bad, headers=key).status_code == 422
+
+
+# -- several processes serving one home (serve --processes N) --------------------------------
+def test_every_process_of_a_home_answers_for_every_job(serve: Serve) -> None:
+    """A load balancer (or one shared socket) sends a client's next request to any process:
+    each one tells the job's state, streams its output and deletes it, for its owner only."""
+    one, engine = serve()
+    two, _ = serve()
+    key, other = read_key(engine), read_key(engine)
+    job = finished(one, key, submit(one, key)["id"])
+    assert job["state"] == "succeeded"
+
+    url = f"/v1/batch-jobs/{job['id']}"
+    seen = two.get(url, headers=key).json()
+    assert {k: seen[k] for k in ("state", "total", "done")} == {
+        "state": "succeeded",
+        "total": len(READERS),
+        "done": len(READERS),
+    }
+    assert (
+        two.get(f"{url}/output", headers=key).content
+        == one.get(f"{url}/output", headers=key).content
+    )
+    assert two.get(url, headers=other).status_code == 404  # another key's job is unknown
+    assert two.get("/v1/batch-jobs/../../catalog", headers=key).status_code == 404
+    assert two.delete(url, headers=key).status_code == 204
+    assert one.get(url, headers=key).status_code == 404  # gone for every process
+
+
+def test_a_keys_quota_counts_its_jobs_in_every_process(serve: Serve) -> None:
+    one, engine = serve(max_running_per_key=1)
+    two, engine2 = serve(max_running_per_key=1)
+    engine.jobs.spawn = [].append  # the first process's job never gets to run
+    key = read_key(engine)
+    submit(one, key)
+    r = two.post("/v1/batch-jobs", json={"kind": "recommendations", "lines": READERS}, headers=key)
+    assert r.status_code == 409 and "batch.max_running_per_key" in r.text, r.text
+
+
+def test_a_job_whose_process_stopped_is_failed_and_a_restart_finds_finished_ones(
+    serve: Serve,
+) -> None:
+    one, engine = serve()
+    key = read_key(engine)
+    done = finished(one, key, submit(one, key)["id"])
+    engine.jobs.spawn = [].append
+    stuck = submit(one, key)["id"]  # pending forever in this process ...
+    record = engine.settings.home / "batch" / f"{stuck}.job"
+    dead = subprocess.Popen(["true"])  # ... which now has a pid nobody runs
+    dead.wait()
+    record.write_bytes(orjson.dumps({**orjson.loads(record.read_bytes()), "pid": dead.pid}))
+
+    later, _ = serve()  # another process, or the server after a restart
+    lost = later.get(f"/v1/batch-jobs/{stuck}", headers=key).json()
+    assert lost["state"] == "failed" and "stopped before it finished" in lost["error"]
+    kept = later.get(f"/v1/batch-jobs/{done['id']}", headers=key).json()
+    assert kept["state"] == "succeeded"
+    assert later.get(f"/v1/batch-jobs/{done['id']}/output", headers=key).status_code == 200
