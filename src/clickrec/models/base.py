@@ -16,8 +16,6 @@ from clickrec.core.datakeys import DataKeys, unseal_if_sealed
 
 log = logging.getLogger("clickrec.models")
 
-RECIPES = ("trending-now", "popularity-count", "similar-items", "user-personalization")
-
 
 @dataclass(frozen=True)
 class Interactions:

@@ -1,13 +1,19 @@
-"""Fitting the recipes: time-decayed popularity and session co-occurrence similarity."""
+"""The recipes: one small interface (fit, score), one class per recipe, the registry,
+and what they fit: time-decayed popularity and session co-occurrence similarity."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import replace
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
 
 from clickrec.models.base import Artifact, Interactions, RecipeParams
+
+if TYPE_CHECKING:
+    from clickrec.models.scoring import Scorer
 
 LN2 = np.log(2.0)
 
@@ -134,15 +140,162 @@ def _top_k_rows(
     return sp.csr_matrix((vals.astype(np.float32), (rows, cols)), shape=(n, n))
 
 
-def fit(recipe: str, data: Interactions, params: RecipeParams) -> Artifact:
-    """Train one recipe on ``data``; the result is what serving loads."""
-    until = float(data.timestamp.max()) if len(data) else 0.0
-    pop = popularity(data, until, params.half_life_hours)
-    if recipe in ("trending-now", "popularity-count"):
+Parts = tuple[tuple[str, np.ndarray], ...]  # named weighted terms that add up to the scores
+
+
+class Recipe(ABC):
+    """One way to train a model and score a reader with it; ``RECIPES`` holds each by name."""
+
+    name: ClassVar[str]  # on the wire, in meta.json and in the pipeline's candidates
+
+    @abstractmethod
+    def fit(self, data: Interactions, params: RecipeParams) -> Artifact:
+        """Train on ``data``; the result is what serving loads."""
+
+    def fit_key(self, params: RecipeParams) -> tuple[object, ...]:
+        """What ``fit`` depends on: fits with equal keys (of any recipe) are shared by
+        ``fit_cached``. By default none is shared with another recipe or other knobs."""
+        return (self.name, params)
+
+    @abstractmethod
+    def score(
+        self,
+        scorer: Scorer,
+        params: RecipeParams,
+        history: np.ndarray,
+        trending: np.ndarray,
+        bonus: np.ndarray,
+    ) -> tuple[np.ndarray, Parts]:
+        """One reader's scores over the live items (a new array) and the terms adding up to
+        them, from the reader's history (newest first), trending and exploration bonus."""
+
+    def trending_half_life(self, params: RecipeParams, serving: float) -> float:
+        """The half-life of the online trending this recipe is replayed with offline."""
+        return serving
+
+
+class _Popular(Recipe):
+    """Trending alone: the fit keeps popularity and no similarity."""
+
+    def fit(self, data: Interactions, params: RecipeParams) -> Artifact:
+        until = _newest(data)
+        pop = popularity(data, until, params.half_life_hours)
         sim = sp.csr_matrix((data.n_items, data.n_items), dtype=np.float32)
-    else:
+        return Artifact(self.name, data.item_ids, pop, sim, until, params)
+
+    def fit_key(self, params: RecipeParams) -> tuple[object, ...]:
+        return ("popularity", params.half_life_hours)
+
+    def score(
+        self,
+        scorer: Scorer,
+        params: RecipeParams,
+        history: np.ndarray,
+        trending: np.ndarray,
+        bonus: np.ndarray,
+    ) -> tuple[np.ndarray, Parts]:
+        return trending + bonus, (("trending", trending), ("bonus", bonus))
+
+
+class TrendingNow(_Popular):
+    """What readers read now: the online state's trending, plus exploration."""
+
+    name = "trending-now"
+
+
+class PopularityCount(_Popular):
+    """Time-decayed read counts (all-time with a half-life no data set comes near)."""
+
+    name = "popularity-count"
+
+    def trending_half_life(self, params: RecipeParams, serving: float) -> float:
+        # Serving scores it from the online state's trending, which decays with the serving
+        # half-life (the artifact's popularity is never read); offline, the state decays
+        # with the recipe's ``half_life_hours`` instead, so with an all-time half-life its
+        # trending is the all-time count per item.
+        return params.half_life_hours
+
+
+class _CoRead(Recipe):
+    """Taste from items read together, blended with trending."""
+
+    def fit(self, data: Interactions, params: RecipeParams) -> Artifact:
+        until = _newest(data)
+        pop = popularity(data, until, params.half_life_hours)
         sim = item_similarity(data, until, params)
-    return Artifact(recipe, data.item_ids, pop, sim, until, params)
+        return Artifact(self.name, data.item_ids, pop, sim, until, params)
+
+    def fit_key(self, params: RecipeParams) -> tuple[object, ...]:
+        p = params  # the knobs of ``item_similarity`` and ``popularity``
+        return (
+            "co-read",
+            p.half_life_hours,
+            p.neighbours,
+            p.session_window,
+            p.shrinkage,
+            p.cooccurrence,
+            p.sequence_weight,
+        )
+
+    def score(
+        self,
+        scorer: Scorer,
+        params: RecipeParams,
+        history: np.ndarray,
+        trending: np.ndarray,
+        bonus: np.ndarray,
+    ) -> tuple[np.ndarray, Parts]:
+        p, n = params, len(trending)
+        if p.category_weight > 0:
+            boost = scorer.category_boost(history, trending)
+            if boost is not None:  # trending bent toward the reader's sections
+                bend = boost if p.category_weight == 1.0 else boost**p.category_weight
+                trending = trending * bend
+                trending = trending / max(float(trending.max()), 1e-12)
+        if p.blend == "product":
+            # Taste reorders what is trending now; a reader with no history gets trending.
+            personal = trending * (p.personal_weight * scorer.taste(history, n))
+            values = trending + personal + bonus
+            return values, (("personal", personal), ("trending", trending), ("bonus", bonus))
+        personal = p.personal_weight * scorer.taste(history, n)
+        # Readers with short histories lean on trending; long ones on their own taste.
+        blend = p.trending_weight + (1.0 - p.trending_weight) * 3.0 / (3.0 + len(history))
+        values = personal + blend * trending + bonus
+        return values, (("personal", personal), ("trending", blend * trending), ("bonus", bonus))
+
+
+class SimilarItems(_CoRead):
+    """Items read together; for a reader, the same blend as ``user-personalization``."""
+
+    name = "similar-items"
+
+
+class UserPersonalization(_CoRead):
+    """A reader's taste (what their reads are read with) blended with trending."""
+
+    name = "user-personalization"
+
+
+RECIPES: dict[str, Recipe] = {
+    r.name: r for r in (TrendingNow(), PopularityCount(), SimilarItems(), UserPersonalization())
+}
+
+
+def recipe_named(name: str) -> Recipe:
+    """The registered recipe called ``name``."""
+    found = RECIPES.get(name)
+    if found is None:
+        raise ValueError(f"unknown recipe {name!r}; known: {', '.join(RECIPES)}")
+    return found
+
+
+def _newest(data: Interactions) -> float:
+    return float(data.timestamp.max()) if len(data) else 0.0
+
+
+def fit(recipe: str, data: Interactions, params: RecipeParams) -> Artifact:
+    """Train the recipe called ``recipe`` on ``data``; the result is what serving loads."""
+    return recipe_named(recipe).fit(data, params)
 
 
 FitCache = dict[tuple[object, ...], Artifact]
@@ -150,11 +303,9 @@ FitCache = dict[tuple[object, ...], Artifact]
 
 def fit_cached(recipe: str, data: Interactions, params: RecipeParams, cache: FitCache) -> Artifact:
     """``fit``, sharing the work between candidates that differ only in how they score
-    (blend, weights, trending half-life): the similarity and popularity depend on the
-    recipe's kind and the knobs of ``item_similarity``. ``cache`` must serve one ``data`` only."""
-    similar = recipe not in ("trending-now", "popularity-count")
-    key: tuple[object, ...] = (similar, params.half_life_hours, params.neighbours)
-    key += (params.session_window, params.shrinkage, params.cooccurrence, params.sequence_weight)
+    (blend, weights, trending half-life): candidates whose recipes give equal ``fit_key``s
+    share one fit. ``cache`` must serve one ``data`` only."""
+    key = recipe_named(recipe).fit_key(params)
     found = cache.get(key)
     if found is None:
         found = cache[key] = fit(recipe, data, params)

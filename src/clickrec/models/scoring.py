@@ -13,8 +13,9 @@ from typing import Protocol
 import numpy as np
 import scipy.sparse as sp
 
-from clickrec.models.base import Artifact
+from clickrec.models.base import Artifact, RecipeParams, log
 from clickrec.models.online import OnlineState
+from clickrec.models.recipes import Parts, Recipe, TrendingNow, recipe_named
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class Scores:
     recipe: str
     # The weighted terms that add up to ``values`` (personal, trending, exploration),
     # kept so an item's reason can name the one that put it there.
-    parts: tuple[tuple[str, np.ndarray], ...] = ()
+    parts: Parts = ()
     history: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
@@ -67,6 +68,15 @@ class Scorer:
     ) -> None:
         self.artifact = artifact
         self.state = state
+        # How a reader is scored; without a model, or with one whose recipe this version
+        # does not know (a newer version published it, then this one was rolled back), by
+        # trending: the server keeps answering, and says why.
+        self.scoring: Recipe = TrendingNow()
+        if artifact is not None:
+            try:
+                self.scoring = recipe_named(artifact.recipe)
+            except ValueError as exc:
+                log.error("model trained %s: %s; scoring by trending", artifact.trained_until, exc)
         override = artifact.params.exploration_weight if artifact is not None else None
         # A model may carry the exploration weight its replay chose; else serving's setting.
         self.exploration = (
@@ -103,7 +113,7 @@ class Scorer:
 
     @property
     def recipe(self) -> str:
-        return self.artifact.recipe if self.artifact else "trending-now (no model yet)"
+        return self.artifact.recipe if self.artifact else f"{TrendingNow.name} (no model yet)"
 
     def personal(self, history: np.ndarray, n: int | None = None) -> np.ndarray:
         """Item-item similarity summed over the history, newer reads weighing more; scaled
@@ -296,33 +306,11 @@ class Scorer:
         trending, bonus = self.shared()
         trending = self.contextual(trending, context)
         n = len(trending)
-        if self.artifact is None or self.artifact.recipe in ("trending-now", "popularity-count"):
-            values = trending + bonus
-            recipe = self.recipe
-            parts: tuple[tuple[str, np.ndarray], ...] = (("trending", trending), ("bonus", bonus))
-        else:
-            p = self.artifact.params
-            recipe = self.artifact.recipe
-            if p.category_weight > 0:
-                boost = self.category_boost(history, trending)
-                if boost is not None:  # trending bent toward the reader's sections
-                    bend = boost if p.category_weight == 1.0 else boost**p.category_weight
-                    trending = trending * bend
-                    trending = trending / max(float(trending.max()), 1e-12)
-            if p.blend == "product":
-                # Taste reorders what is trending now; a reader with no history gets trending.
-                personal = trending * (p.personal_weight * self.taste(history, n))
-                values = trending + personal + bonus
-                parts = (("personal", personal), ("trending", trending), ("bonus", bonus))
-            else:
-                personal = p.personal_weight * self.taste(history, n)
-                # Readers with short histories lean on trending; long ones on their own taste.
-                blend = p.trending_weight + (1.0 - p.trending_weight) * 3.0 / (3.0 + len(history))
-                values = personal + blend * trending + bonus
-                parts = (("personal", personal), ("trending", blend * trending), ("bonus", bonus))
+        params = self.artifact.params if self.artifact else RecipeParams()
+        values, parts = self.scoring.score(self, params, history, trending, bonus)
         seen = self.state.seen(reader)
         values[seen[seen < n]] = -np.inf
-        return Scores(values, recipe, parts, history)
+        return Scores(values, self.recipe, parts, history)
 
     def anchors(self, history: np.ndarray, items: np.ndarray) -> np.ndarray:
         """For each of ``items``, the history item that adds most to its personal score

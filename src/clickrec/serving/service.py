@@ -35,6 +35,7 @@ from clickrec.filters import Context, History
 from clickrec.models.base import Artifact
 from clickrec.models.content import item_text
 from clickrec.models.online import OnlineState, load_bulk
+from clickrec.models.recipes import SimilarItems, TrendingNow
 from clickrec.models.scoring import NEWEST_TIEBREAK, Exploration, Scorer, top_n
 from clickrec.observability import tracing
 from clickrec.observability.logs import FailureStreak
@@ -599,7 +600,7 @@ class Recommender:
                     explainer.trending(i, category) if values[i] > 2 * NEWEST_TIEBREAK else "new"
                     for i in idx.tolist()
                 ]
-            return self._ranked("trending-now", idx, values, reasons, extras, promoted, rec_id)
+            return self._ranked(TrendingNow.name, idx, values, reasons, extras, promoted, rec_id)
 
     def similar(
         self,
@@ -624,7 +625,7 @@ class Recommender:
             with tracing.span("explain"):
                 by_model = np.isin(idx, scorer.neighbours(item))
                 reasons = self._explainer().similar(idx, item, by_model)
-            return self._ranked("similar-items", idx, values, reasons, extras)
+            return self._ranked(SimilarItems.name, idx, values, reasons, extras)
 
     def rank(
         self,

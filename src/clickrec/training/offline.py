@@ -42,7 +42,7 @@ from clickrec.evaluation.split import temporal_split
 from clickrec.importing import InteractionColumns, read_table
 from clickrec.models.base import RecipeParams
 from clickrec.models.online import state_from
-from clickrec.models.recipes import fit
+from clickrec.models.recipes import fit, recipe_named
 from clickrec.models.scoring import Exploration, Scorer, top_n
 from clickrec.training.dataset import TRAINING_COLUMNS, to_interactions
 from clickrec.training.evaluate import evaluate_recipe
@@ -94,15 +94,9 @@ def _served(
 
 
 def _trending_half_life(cand: Candidate, default: float) -> float:
-    """The online state's trending half-life for a candidate.
-
-    Serving scores ``popularity-count`` (like ``trending-now``) from the online state's
-    trending counts, which decay with the serving half-life; the artifact's own
-    popularity is never read. So a popularity candidate gets a state whose trending
-    decays with the candidate's ``half_life_hours`` instead: with ``ALL_TIME_HOURS`` its
-    trending vector is the all-time count per item.
-    """
-    return cand.params.half_life_hours if cand.recipe == "popularity-count" else default
+    """The online state's trending half-life for a candidate: its recipe's choice
+    (``Recipe.trending_half_life``), the serving one (``default``) but for popularity."""
+    return recipe_named(cand.recipe).trending_half_life(cand.params, default)
 
 
 # -- loading ----------------------------------------------------------------------------

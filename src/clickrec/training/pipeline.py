@@ -23,7 +23,7 @@ from clickrec.lake.reader import load_events
 from clickrec.models.base import Artifact, RecipeParams
 from clickrec.models.content import item_text
 from clickrec.models.online import TRACKED_HALF_LIVES
-from clickrec.models.recipes import FitCache, fit
+from clickrec.models.recipes import FitCache, TrendingNow, fit
 from clickrec.models.scoring import Exploration
 from clickrec.observability import tracing
 from clickrec.training.dataset import TRAINING_COLUMNS, readiness, reads_only, to_interactions
@@ -244,11 +244,10 @@ class Pipeline:
         progress(f"fit {best.name}")
         artifact = fit(best.recipe, data, best.params)
         best_score = scores[best.name][GATE_METRIC]
-        if not any(c.recipe == "trending-now" for c in pool):  # the floor is always measured
-            scores |= replay_scores(
-                [("trending-now", "trending-now", base)], data, replay, setup, fitted
-            )
-        trending = max(v[GATE_METRIC] for k, v in scores.items() if k.startswith("trending-now"))
+        floor = TrendingNow.name
+        if not any(c.recipe == floor for c in pool):  # the floor is always measured
+            scores |= replay_scores([(floor, floor, base)], data, replay, setup, fitted)
+        trending = max(v[GATE_METRIC] for k, v in scores.items() if k.startswith(floor))
         metrics: dict[str, Any] = {
             "chosen": best.name,
             GATE_METRIC: best_score,
