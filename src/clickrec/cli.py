@@ -126,19 +126,11 @@ class GracefulServer(uvicorn.Server):
         yield
 
 
-def _audit_cli(engine: Any, action: str, target: str | None = None) -> None:
+def _audit_cli(engine: Engine, action: str, target: str | None = None) -> None:
     """Admin actions made from the command line go to the same audit log as the API's."""
-    engine.catalog.audit(
-        {
-            "at": engine.clock.now(),
-            "actor": f"cli:{getpass.getuser()}",
-            "action": action,
-            "target": target,
-            "source": "local",
-            "status": None,
-            "request_id": None,
-        }
-    )
+    from clickrec.app import operate
+
+    operate.audit_local(engine, f"cli:{getpass.getuser()}", action, target)
 
 
 def _fail(exc: ClickrecError) -> typer.Exit:
@@ -198,6 +190,7 @@ def _refuse_moved_stores(home: Path) -> None:
 def _make_home(settings: Settings, self_signed: bool) -> None:
     """The home, its config file, optionally a development TLS pair, the stores and a first
     admin key (printed once and saved to admin.key, mode 600)."""
+    from clickrec.app import keys
     from clickrec.engine import make_private_home
 
     make_private_home(settings.home)
@@ -209,16 +202,12 @@ def _make_home(settings: Settings, self_signed: bool) -> None:
         out.print(f"TLS: {cert} and {key_file} (self-signed, for development only)")
     engine = _engine(settings.home)
     try:
-        admins = [
-            k
-            for k in engine.catalog.list_keys()
-            if k["scope"] == "admin" and k["revoked_at"] is None
-        ]
+        admin = keys.has_admin(engine)
         out.print(f"home: {settings.home.resolve()}  config: {config.name}")
-        if admins:
+        if admin:
             out.print("an admin key already exists (create more with `clickrec keys create`)")
             return
-        key, _ = engine.keys.create("admin", "admin", engine.clock.now())
+        key = keys.create(engine, "admin", "admin").key
         out.print("admin key (shown once, keep it safe):")
         print(key)
         (settings.home / "admin.key").write_text(key + "\n")
@@ -434,6 +423,7 @@ def _run_in_child(engine: Engine) -> Callable[[str], None]:
     """A trainer runner that executes each run in a `clickrec train --run-id` child: the
     memory a run takes is given back when it ends, so a long-lived worker stays flat. A
     child that dies without recording its end (killed, out of memory) fails its run."""
+    from clickrec.app import training
 
     def run(run_id: str) -> None:
         command = [sys.executable, "-m", "clickrec.cli", "train", "--run-id", run_id]
@@ -441,15 +431,7 @@ def _run_in_child(engine: Engine) -> Callable[[str], None]:
         if engine.trainer.token is not None:  # the child publishes only while it holds
             command += ["--fence-token", str(engine.trainer.token)]
         done = subprocess.run(command, capture_output=True, text=True, check=False)  # nosec B603
-        state = (engine.catalog.get_run(run_id) or {}).get("state")
-        if state in ("pending", "running"):
-            error = f"the training process exited with code {done.returncode}"
-            logging.getLogger("clickrec.scheduler").error(
-                "training run %s: %s: %s", run_id, error, done.stderr[-2000:]
-            )
-            engine.catalog.update_run(
-                run_id, state="failed", error=error, finished_at=engine.clock.now()
-            )
+        training.fail_unfinished(engine, run_id, done.returncode, done.stderr)
 
     return run
 
@@ -494,14 +476,14 @@ def keys_create(
 ) -> None:
     """Make a new key and its AWS credentials and print them once; the key is stored only
     as a hash, the AWS secret sealed with the data keys (docs/personalize.md)."""
+    from clickrec.app import keys
+
     if expires_days is not None and not (math.isfinite(expires_days) and expires_days > 0):
         err.print(f"[red]error:[/red] --expires-days must be a positive number, not {expires_days}")
         raise typer.Exit(2)
     engine = _engine(home)
     try:
-        now = engine.clock.now()
-        expires_at = now + expires_days * 86400.0 if expires_days is not None else None
-        new = engine.keys.create_key(scope, name, now, origin or [], expires_at)
+        new = keys.create(engine, scope, name, origin or [], expires_days)
         _audit_cli(engine, "keys create", f"{new.principal.key_id} ({scope})")
     except ClickrecError as exc:
         raise _fail(exc) from exc
@@ -517,10 +499,12 @@ def keys_create(
 @keys_app.command("list")
 def keys_list(home: HomeOpt = None) -> None:
     """List keys (never their secrets)."""
+    from clickrec.app import keys
+
     engine = _engine(home)
     try:
         table = Table("id", "name", "scope", "origins", "revoked")
-        for k in engine.catalog.list_keys():
+        for k in keys.list_keys(engine):
             revoked = "yes" if k["revoked_at"] else ""
             table.add_row(k["key_id"], k["name"], k["scope"], k.get("origins") or "", revoked)
         out.print(table)
@@ -531,11 +515,16 @@ def keys_list(home: HomeOpt = None) -> None:
 @keys_app.command("revoke")
 def keys_revoke(key_id: str, home: HomeOpt = None) -> None:
     """Revoke a key by its id; it stops working within seconds on every server."""
+    from clickrec.app import keys
+    from clickrec.core.errors import NotFound
+
     engine = _engine(home)
     try:
-        if not engine.catalog.revoke_key(key_id, engine.clock.now()):
-            err.print(f"[red]no active key {key_id}[/red]")
-            raise typer.Exit(1)
+        try:
+            keys.revoke(engine, key_id)
+        except NotFound as exc:
+            err.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from exc
         _audit_cli(engine, "keys revoke", key_id)
         out.print(f"revoked {key_id}")
     finally:
@@ -548,13 +537,13 @@ def keys_rotate_data_key(home: HomeOpt = None) -> None:
 
     Stop `clickrec serve` first. Safe to interrupt: run it again to finish.
     """
-    from clickrec.rekey import rotate_data_key
+    from clickrec.app import keys
 
     settings = _settings(home)
     try:
         with _progress() as bar:
             task = bar.add_task("re-encrypting lake parts and model files", total=None)
-            rotation = rotate_data_key(
+            rotation = keys.rotate(
                 settings, lambda done, total: bar.update(task, completed=done, total=total)
             )
     except ClickrecError as exc:
@@ -619,7 +608,8 @@ def import_interactions(
     default_type: str = "click",
 ) -> None:
     """Import past interactions through the same path as live events (log → lake)."""
-    from clickrec.importing import InteractionColumns, import_interactions, read_table
+    from clickrec.app import ingest
+    from clickrec.importing import InteractionColumns, read_table
 
     cols = InteractionColumns(
         user_col, session_col, item_col, type_col, time_col, value_col, id_col, default_type
@@ -629,8 +619,8 @@ def import_interactions(
         total = read_table(file, cols.text()).num_rows
         with _progress() as bar:
             task = bar.add_task(f"validating, then importing {file.name}", total=2 * total)
-            rows, accepted, dups = import_interactions(
-                engine.ingestor, file, cols, lambda n: bar.advance(task, n)
+            rows, accepted, dups = ingest.import_history(
+                engine, file, cols, lambda n: bar.advance(task, n)
             )
     except ClickrecError as exc:
         raise _fail(exc) from exc
@@ -676,7 +666,8 @@ def train(
     fence_token: Annotated[int | None, typer.Option(hidden=True)] = None,
 ) -> None:
     """Run the training pipeline now and show what it chose and published."""
-    from clickrec.training.pipeline import execute_run
+    from clickrec.app import training
+    from clickrec.core.errors import NotFound
 
     if parent_pid is not None:
         _exit_with_parent(parent_pid)
@@ -687,20 +678,15 @@ def train(
         engine.pipeline.fence = (LEASE, fence_token)
     _start_tracing(engine.settings, "trainer" if run_id else "cli")
     try:
-        run = engine.catalog.get_run(run_id) if run_id else None
-        if run_id and run is None:
-            err.print(f"[red]error:[/red] unknown training run: {run_id}")
-            raise typer.Exit(2)
-        run = run or engine.catalog.create_run("cli", engine.clock.now())
+        try:
+            run = training.run_for(engine, run_id)
+        except NotFound as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from exc
         with err.status("training…") as status:
-            execute_run(
-                engine.pipeline,
-                engine.catalog,
-                run["id"],
-                engine.clock,
-                on_step=lambda step: status.update(f"training: {step}"),
+            done = training.run_here(
+                engine, run["id"], on_step=lambda step: status.update(f"training: {step}")
             )
-        done = engine.catalog.get_run(run["id"]) or {}
     finally:
         engine.close()
         _stop_tracing()
@@ -728,16 +714,16 @@ def _jsonl_lines(path: Path) -> list[bytes]:
 
 
 def _run_batch(home: Path | None, kind: str, source: Path, target: Path) -> None:
-    from clickrec.batch import item_affinity, recommend_many, write_jsonl
+    from clickrec.app import batch
 
     lines = _jsonl_lines(source)
     engine = _serving_engine(home)
     try:
         with _progress() as bar:
             task = bar.add_task(kind, total=len(lines))
-            run = recommend_many if kind == "recommendations" else item_affinity
-            rec = engine.recommender
-            written, errors = write_jsonl(target, run(rec, lines, lambda n: bar.advance(task, n)))
+            written, errors = batch.run_file(
+                engine, kind, lines, target, lambda n: bar.advance(task, n)
+            )
     finally:
         engine.close()
     out.print(f"{written} lines written to {target} ({errors} with an error)")
@@ -777,10 +763,11 @@ def dlq_list(
     home: HomeOpt = None,
 ) -> None:
     """Parked events with their error and attempt count."""
-    states = ("parked", "replay", "done", "purged") if state == "all" else (state,)
+    from clickrec.app import dead_letters
+
     engine = _engine(home)
     try:
-        letters = engine.log.dead_letters(None, states)
+        letters = dead_letters.letters(engine, state)
     finally:
         engine.close()
     table = Table("seq", "consumer", "event_id", "attempts", "state", "error")
@@ -800,25 +787,28 @@ def dlq_list(
 @dlq_app.command("show")
 def dlq_show(seq: int, home: HomeOpt = None) -> None:
     """One dead letter and its event as stored in the log (JSON)."""
+    from clickrec.app import dead_letters
+    from clickrec.core.errors import NotFound
+
     engine = _engine(home)
     try:
-        found = engine.log.dead_letters(None, ("parked", "replay", "done", "purged"), [seq])
-        event = engine.log.read_seqs([seq]).to_pylist()
+        letter = dead_letters.letter(engine, seq)
+    except NotFound as exc:
+        raise _fail(exc) from exc
     finally:
         engine.close()
-    if not found:
-        err.print(f"[red]error:[/red] no dead letter with seq {seq}")
-        raise typer.Exit(1)
-    print(json.dumps({**found[0], "event": event[0] if event else None}, indent=1))
+    print(json.dumps(letter, indent=1))
 
 
 @dlq_app.command("replay")
 def dlq_replay(seqs: SeqArgs = None, home: HomeOpt = None) -> None:
     """Process these letters again once their cause is fixed (the running worker does it
     on its next pass; a letter still bad is parked again with its new error)."""
+    from clickrec.app import dead_letters
+
     engine = _engine(home)
     try:
-        n = engine.log.set_dead_state(seqs or None, "replay")
+        n = dead_letters.replay(engine, seqs or None)
         _audit_cli(engine, "dlq replay", " ".join(map(str, seqs or [])) or "all")
     finally:
         engine.close()
@@ -828,9 +818,11 @@ def dlq_replay(seqs: SeqArgs = None, home: HomeOpt = None) -> None:
 @dlq_app.command("purge")
 def dlq_purge(seqs: SeqArgs = None, home: HomeOpt = None) -> None:
     """Give up on these letters: never archived (the event log keeps the events)."""
+    from clickrec.app import dead_letters
+
     engine = _engine(home)
     try:
-        n = engine.log.set_dead_state(seqs or None, "purged", engine.clock.now())
+        n = dead_letters.purge(engine, seqs or None)
         _audit_cli(engine, "dlq purge", " ".join(map(str, seqs or [])) or "all")
     finally:
         engine.close()
@@ -846,25 +838,14 @@ def users_erase(
     """Erase a reader from the log, the lake, the online state, the catalog and batch
     outputs. With `clickrec serve` running, its server and worker do the job (as for
     DELETE /v1/users/{id}); otherwise this command does it."""
+    from clickrec.app import erasure
+
     engine = _engine(home)
     try:
-        job = engine.eraser.submit(user_id)
+        job = erasure.submit(engine, user_id)
         _audit_cli(engine, "users erase", f"erasure {job['id']}")
         out.print(f"erasure {job['id']} started")
-        idle = threading.Event()
-        idle.set()  # do not wait for the lock: held means a worker is running
-        deadline = time.monotonic() + 600
-        while True:
-            if engine.lake.acquire_writer(idle):  # no worker: this command does the job
-                try:
-                    engine.eraser.run_online(None)
-                    engine.eraser.run_lake()  # once every live server forgot the reader
-                finally:
-                    engine.lake.release_writer()
-            job = engine.catalog.get_erasure(job["id"]) or job
-            if not wait or job["state"] == "done" or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
+        job = erasure.finish_here(engine, job, wait)
     finally:
         engine.close()
     counts = ", ".join(f"{k} {v}" for k, v in (job.get("counts") or {}).items())

@@ -89,9 +89,9 @@ def test_a_failed_init_in_an_existing_folder_keeps_only_what_was_there(
 ) -> None:
     home = tmp_path / "home"
     home.mkdir()
+    home.chmod(0o755)  # whatever the umask an engine of an earlier test left
     (home / "notes.txt").write_text("mine\n")
     mode = stat.S_IMODE(home.stat().st_mode)
-    assert mode != 0o700
 
     env = {**without_psycopg, "CLICKREC_STORES__CATALOG": NO_DRIVER_CATALOG}
     done = cli("init", "--home", str(home), env=env)

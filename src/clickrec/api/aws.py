@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from clickrec.api import sigv4
-from clickrec.app import catalog, ingest
+from clickrec.app import catalog, ingest, recommend
 from clickrec.core.errors import (
     ClickrecError,
     Conflict,
@@ -37,7 +37,7 @@ from clickrec.core.errors import (
 from clickrec.core.types import Event, FilterValues, Item, MetadataColumns, User
 from clickrec.engine import ServingEngine
 from clickrec.ingestion.validation import parse_batch
-from clickrec.serving.service import Extras, Promotion, Ranked, Recommender, Selection
+from clickrec.serving.service import Extras, Promotion, Ranked, Selection
 
 router = APIRouter(include_in_schema=False)
 log = logging.getLogger("clickrec.api")
@@ -376,10 +376,6 @@ async def _serve(request: Request, scope: str, operation: Operation) -> Response
         return error_response(ClickrecError("internal error"))
 
 
-def _recommender(engine: ServingEngine) -> Recommender:
-    return engine.recommender
-
-
 async def _put_events(request: Request, engine: ServingEngine, body: bytes) -> dict[str, Any]:
     """PutEvents: the same validation and ingestion path as POST /v1/events. The trackingId
     is checked for form and not stored (clickrec has one event stream)."""
@@ -446,7 +442,7 @@ async def _get_recommendations(
     """GetRecommendations: related items with ``itemId``, else the user's recommendations;
     the campaign or recommender ARN is accepted and clickrec's live model answers."""
     req = _parse(GetRecommendationsRequest, body)
-    rec = _recommender(engine)
+    metrics = request.app.state.metrics
     n = req.numResults or DEFAULT_RESULTS
     selection = _selection(req.filterArn, req.filterValues, "filterArn")
     columns = _metadata_columns(req.metadataColumns)
@@ -454,14 +450,15 @@ async def _get_recommendations(
     if req.itemId is not None:
         if req.promotions:
             raise InvalidInput("promotions: not supported with itemId (related items)")
-        ranked = rec.similar(req.itemId, n, None, selection, req.userId, extras)
-        endpoint = "similar"
+        ranked = recommend.similar(
+            engine, metrics, req.itemId, n, None, selection, req.userId, extras
+        )
     elif req.userId is not None:
-        ranked = rec.recommend(req.userId, None, n, None, selection, extras, req.context)
-        endpoint = "recommendations"
+        ranked = recommend.recommend(
+            engine, metrics, req.userId, None, n, None, selection, extras, req.context
+        )
     else:
         raise InvalidInput("give userId, or itemId for related items")
-    request.app.state.metrics.recommendations_served.labels(endpoint).inc()
     return {"itemList": _item_list(ranked, columns), "recommendationId": ranked.recommendation_id}
 
 
@@ -470,12 +467,19 @@ async def _get_personalized_ranking(
 ) -> dict[str, Any]:
     """GetPersonalizedRanking: the input items reordered for the user, best first."""
     req = _parse(GetPersonalizedRankingRequest, body)
-    rec = _recommender(engine)
     selection = _selection(req.filterArn, req.filterValues, "filterArn")
     columns = _metadata_columns(req.metadataColumns)
     extras = _extras(columns, None)
-    ranked = rec.rank(req.userId, None, req.inputList, selection, extras, req.context)
-    request.app.state.metrics.recommendations_served.labels("rankings").inc()
+    ranked = recommend.rank(
+        engine,
+        request.app.state.metrics,
+        req.userId,
+        None,
+        req.inputList,
+        selection,
+        extras,
+        req.context,
+    )
     return {
         "personalizedRanking": _item_list(ranked, columns),
         "recommendationId": ranked.recommendation_id,

@@ -1,13 +1,10 @@
-"""HTTP routes: each parses, calls one service, and shapes the answer."""
+"""HTTP routes: each parses, calls one use case of `app/`, and shapes the answer."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import TypeAdapter, ValidationError
@@ -31,22 +28,28 @@ from clickrec.api.schemas import (
     RecommendationList,
     RunState,
 )
-from clickrec.app import catalog, ingest, operate
-from clickrec.batch import MAX_PAGE_LINES, PAGE_LINES, JobRunner, chunks, read_page
-from clickrec.core.errors import FieldError, InvalidInput, NotFound
+from clickrec.app import (
+    batch,
+    catalog,
+    dead_letters,
+    erasure,
+    filters,
+    ingest,
+    operate,
+    recommend,
+    training,
+)
+from clickrec.batch import MAX_PAGE_LINES, PAGE_LINES
+from clickrec.core.errors import FieldError, InvalidInput
 from clickrec.core.types import Context, EventBatch, ItemBatch, UserBatch
 from clickrec.engine import ServingEngine
-from clickrec.erasure import view as erasure_view
-from clickrec.filters import parse as parse_filter
 from clickrec.keys import Principal
 from clickrec.observability import tracing
 from clickrec.observability.metrics import Metrics
-from clickrec.serving.filtering import check_expression
-from clickrec.serving.service import Extras, Promotion, Ranked, Recommender, Selection
+from clickrec.serving.service import Extras, Promotion, Selection
 
 router = APIRouter()
 Eng = Annotated[ServingEngine, Depends(deps.engine)]
-Rec = Annotated[Recommender, Depends(deps.recommender)]
 Ingest = Annotated[Principal, Depends(deps.require("ingest"))]
 Read = Annotated[Principal, Depends(deps.require("read"))]
 Admin = Annotated[Principal, Depends(deps.require("admin"))]
@@ -119,6 +122,11 @@ def _extras(
             for p in promotions
         ),
     )
+
+
+def _metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
 
 
 def _context(raw: str | None) -> dict[str, str] | None:
@@ -199,17 +207,6 @@ def put_items(batch: ItemBatch, engine: Eng, _: Ingest) -> dict[str, int]:
     return {"upserted": catalog.put_items(engine, [item.to_record() for item in batch.items])}
 
 
-def _served(request: Request, endpoint: str, ranked: Ranked) -> JSON:
-    """The answer to a recommendation request, counted as served (the online CTR's
-    denominator)."""
-    request.app.state.metrics.recommendations_served.labels(endpoint).inc()
-    return JSON(ranked.as_dict())
-
-
-def _public_item(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in row.items() if k not in ("deleted", "change_seq")}
-
-
 # Before the plain item routes: ids may contain '/', so the longer path must win.
 @router.get(
     "/v1/items/{item_id:path}/similar", response_model=RecommendationList, tags=["recommendations"]
@@ -217,7 +214,7 @@ def _public_item(row: dict[str, Any]) -> dict[str, Any]:
 async def similar(
     request: Request,
     item_id: str,
-    rec: Rec,
+    engine: Eng,
     _: Read,
     num_results: NumResults = 25,
     category: OptId = None,
@@ -230,16 +227,15 @@ async def similar(
     with ``user_id``, that reader's interactions and profile."""
     selection = _selection(filter, filter_values)
     extras = _extras(metadata_columns)
-    ranked = rec.similar(item_id, num_results, category, selection, user_id, extras)
-    return _served(request, "similar", ranked)
+    ranked = recommend.similar(
+        engine, _metrics(request), item_id, num_results, category, selection, user_id, extras
+    )
+    return JSON(ranked.as_dict())
 
 
 @router.get("/v1/items/{item_id:path}", tags=["catalog"])
 def get_item(item_id: str, engine: Eng, _: Read) -> dict[str, Any]:
-    row = engine.catalog.get_item(item_id)
-    if row is None:
-        raise NotFound(f"unknown item: {item_id}")
-    return _public_item(row)
+    return catalog.item(engine, item_id)
 
 
 @router.delete("/v1/items/{item_id:path}", tags=["catalog"])
@@ -257,20 +253,11 @@ def put_users(batch: UserBatch, engine: Eng, _: Ingest) -> dict[str, int]:
 def get_user(
     user_id: str,
     engine: Eng,
-    rec: Rec,
     _: Read,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> dict[str, Any]:
     """The reader's profile and the recent history that their recommendations use."""
-    profile = engine.catalog.get_user(user_id)
-    history = rec.history(user_id, limit)
-    if profile is None and not history:
-        raise NotFound(f"unknown user: {user_id}")
-    return {
-        "user_id": user_id,
-        "attributes": (profile or {}).get("attributes", {}),
-        "history": history,
-    }
+    return catalog.reader(engine, user_id, limit)
 
 
 UserIdPath = Annotated[str, Path(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")]
@@ -283,28 +270,25 @@ def erase_user(user_id: UserIdPath, request: Request, engine: Eng, _: Admin) -> 
     """Erase a reader: online history, profile, events (theirs and their sessions'), the
     lake's copies and batch outputs. Returns a job to follow at GET /v1/erasures/{id}; when
     it is ``done`` no byte of the reader's ids is left in the engine's files."""
-    job = engine.eraser.submit(user_id)
+    job = erasure.submit(engine, user_id)
     request.state.audit_target = f"erasure {job['id']}"  # the audit log never names them
-    return erasure_view(job)
+    return erasure.view(job)
 
 
 @router.get("/v1/erasures", tags=["catalog"])
 def list_erasures(engine: Eng, _: Admin) -> dict[str, Any]:
-    return {"erasures": [erasure_view(j) for j in engine.catalog.list_erasures()]}
+    return {"erasures": erasure.erasures(engine)}
 
 
 @router.get("/v1/erasures/{erasure_id}", response_model=ErasureView, tags=["catalog"])
 def get_erasure(erasure_id: str, engine: Eng, _: Admin) -> dict[str, Any]:
-    job = engine.catalog.get_erasure(erasure_id)
-    if job is None:
-        raise NotFound(f"unknown erasure: {erasure_id}")
-    return erasure_view(job)
+    return erasure.erasure(engine, erasure_id)
 
 
 @router.get("/v1/recommendations", response_model=RecommendationList, tags=["recommendations"])
 async def recommendations(
     request: Request,
-    rec: Rec,
+    engine: Eng,
     _: Read,
     user_id: OptId = None,
     session_id: OptId = None,
@@ -318,16 +302,24 @@ async def recommendations(
 ) -> JSON:
     selection = _selection(filter, filter_values)
     extras = _extras(metadata_columns, promotions)
-    ranked = rec.recommend(
-        user_id, session_id, num_results, category, selection, extras, _context(context)
+    ranked = recommend.recommend(
+        engine,
+        _metrics(request),
+        user_id,
+        session_id,
+        num_results,
+        category,
+        selection,
+        extras,
+        _context(context),
     )
-    return _served(request, "recommendations", ranked)
+    return JSON(ranked.as_dict())
 
 
 @router.get("/v1/trending", response_model=RecommendationList, tags=["recommendations"])
 async def trending(
     request: Request,
-    rec: Rec,
+    engine: Eng,
     _: Read,
     num_results: NumResults = 25,
     category: OptId = None,
@@ -339,24 +331,30 @@ async def trending(
 ) -> JSON:
     selection = _selection(filter, filter_values)
     extras = _extras(metadata_columns, promotions)
-    ranked = rec.trending(num_results, category, selection, extras, _context(context))
-    return _served(request, "trending", ranked)
+    ranked = recommend.trending(
+        engine, _metrics(request), num_results, category, selection, extras, _context(context)
+    )
+    return JSON(ranked.as_dict())
 
 
 @router.post("/v1/rankings", response_model=RecommendationList, tags=["recommendations"])
-async def rankings(request: Request, body: RankingRequest, rec: Rec, _: Read) -> JSON:
+async def rankings(request: Request, body: RankingRequest, engine: Eng, _: Read) -> JSON:
     selection = _selection(body.filter, body.filter_values)
     extras = _extras(body.metadata_columns)
-    ranked = rec.rank(body.user_id, body.session_id, body.item_ids, selection, extras, body.context)
-    return _served(request, "rankings", ranked)
+    ranked = recommend.rank(
+        engine,
+        _metrics(request),
+        body.user_id,
+        body.session_id,
+        body.item_ids,
+        selection,
+        extras,
+        body.context,
+    )
+    return JSON(ranked.as_dict())
 
 
 # -- filters ---------------------------------------------------------------------------------
-def _filter_view(row: dict[str, Any]) -> dict[str, Any]:
-    parsed = parse_filter(row["expression"])
-    return {**row, "parameters": sorted(parsed.parameters)}
-
-
 @router.put("/v1/filters/{name}", response_model=FilterView, tags=["filters"])
 def put_filter(
     name: Annotated[str, Path(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")],
@@ -365,65 +363,34 @@ def put_filter(
     _: Admin,
 ) -> dict[str, Any]:
     """Create or replace a filter; a bad expression is a 422 that says where (line, column)."""
-    check_expression(body.expression)
-    row = engine.catalog.put_filter(name, body.expression, engine.clock.now())
-    engine.recommender.filters.forget(name)
-    return _filter_view(row)
+    return filters.put(engine, name, body.expression)
 
 
 @router.get("/v1/filters", tags=["filters"])
 def list_filters(engine: Eng, _: Read) -> dict[str, Any]:
-    return {"filters": [_filter_view(r) for r in engine.catalog.list_filters()]}
+    return {"filters": filters.filters(engine)}
 
 
 @router.get("/v1/filters/{name}", response_model=FilterView, tags=["filters"])
 def get_filter(name: str, engine: Eng, _: Read) -> dict[str, Any]:
-    row = engine.catalog.get_filter(name)
-    if row is None:
-        raise NotFound(f"unknown filter: {name}")
-    return _filter_view(row)
+    return filters.get(engine, name)
 
 
 @router.delete("/v1/filters/{name}", status_code=204, tags=["filters"])
 def delete_filter(name: str, engine: Eng, _: Admin) -> Response:
-    if not engine.catalog.delete_filter(name):
-        raise NotFound(f"unknown filter: {name}")
-    engine.recommender.filters.forget(name)
+    filters.delete(engine, name)
     return Response(status_code=204)
-
-
-def _run_view(run: dict[str, Any]) -> dict[str, Any]:
-    return {
-        k: run[k]
-        for k in (
-            "id",
-            "state",
-            "trigger",
-            "step",
-            "created_at",
-            "started_at",
-            "finished_at",
-            "error",
-            "model_version",
-            "published",
-            "metrics",
-        )
-    }
 
 
 @router.post("/v1/training-runs", status_code=202, response_model=RunState, tags=["training"])
 def start_run(engine: Eng, _: Admin) -> dict[str, Any]:
-    run = engine.catalog.create_run("api", engine.clock.now())
-    engine.trainer.wake.set()
+    run = training.start(engine, "api")
     return {"id": run["id"], "state": run["state"]}
 
 
 @router.get("/v1/training-runs", tags=["training"])
 def list_runs(engine: Eng, _: Admin) -> dict[str, Any]:
-    return {"runs": [_run_view(r) for r in engine.catalog.list_runs()]}
-
-
-RUN_POLL_SECONDS = 0.25
+    return {"runs": training.runs(engine)}
 
 
 @router.get("/v1/training-runs/{run_id}", tags=["training"])
@@ -439,39 +406,15 @@ async def get_run(
     """A training run. With ``wait``, the answer comes when the run has finished (or the
     wait is over): a run that published a model is answered once this server serves it,
     so the next recommendation already comes from it."""
-    deadline = time.monotonic() + wait
-    while True:
-        run = await run_in_threadpool(engine.catalog.get_run, run_id)
-        if run is None:
-            raise NotFound(f"unknown training run: {run_id}")
-        finished = run["state"] not in ("pending", "running")
-        if wait and finished and run["published"]:
-            await run_in_threadpool(engine.recommender.refresh_model)
-        if finished or time.monotonic() >= deadline:
-            return _run_view(run)
-        await asyncio.sleep(min(RUN_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+    return await training.follow(engine, run_id, wait)
 
 
 @router.get("/v1/models", tags=["training"])
 def models(engine: Eng, _: Admin) -> dict[str, Any]:
-    rows = engine.catalog.list_models()
-    live = next((r["version"] for r in rows if r["live"]), None)
-    served = engine.recommender.model_version
-    return {
-        "live_version": live,
-        "served_version": served,
-        "models": [
-            {k: r[k] for k in ("version", "created_at", "recipe", "run_id", "metrics", "live")}
-            for r in rows
-        ],
-    }
+    return training.models(engine)
 
 
 # -- batch jobs ------------------------------------------------------------------------------
-def _jobs(engine: ServingEngine) -> JobRunner:
-    return engine.jobs
-
-
 OutputOffset = Annotated[
     int | None, Query(ge=0, lt=2**63, description="first line of the page (0 is the first)")
 ]
@@ -488,7 +431,7 @@ def create_batch_job(body: BatchJobBody, engine: Eng, key: Read) -> dict[str, An
     the background; follow it with GET /v1/batch-jobs/{id}. Within the key's quotas
     (``[batch]`` settings): 422 past the lines per job, 409 past the jobs running at once
     or the bytes of outputs kept; a job whose output passes its quota fails."""
-    return _jobs(engine).submit(body.kind, body.lines, key.key_id).view()
+    return batch.submit(engine, body.kind, body.lines, key)
 
 
 @router.get("/v1/batch-jobs/{job_id}", response_model=BatchJobView, tags=["batch"])
@@ -496,10 +439,7 @@ def get_batch_job(job_id: str, engine: Eng, key: Read) -> dict[str, Any]:
     """A job's state (a key sees the jobs it made; an admin key, all of them); ``expired``
     once its output was deleted (retention), and
     ``erased_lines`` counts the output lines reader erasures changed since it finished."""
-    job = _jobs(engine).get(job_id, _owner(key))
-    if job is None:
-        raise NotFound(f"unknown batch job: {job_id}")
-    return job.view()
+    return batch.job(engine, job_id, key)
 
 
 @router.get("/v1/batch-jobs/{job_id}/output", tags=["batch"])
@@ -516,11 +456,9 @@ def get_batch_output(
     ``offset`` (fewer when they pass 8 MiB), and while lines remain an ``x-next-offset``
     header with the ``offset`` of the next page. A reader erased meanwhile leaves
     ``{"line": n, "erased": true}`` in place of their line, so offsets never shift."""
-    f = _jobs(engine).open_output(job_id, _owner(key))
     if offset is None and limit is None:
-        return StreamingResponse(chunks(f), media_type=NDJSON)
-    with f:
-        page, following = read_page(f, offset or 0, limit or PAGE_LINES)
+        return StreamingResponse(batch.output(engine, job_id, key), media_type=NDJSON)
+    page, following = batch.page(engine, job_id, key, offset or 0, limit or PAGE_LINES)
     headers = {"x-next-offset": str(following)} if following is not None else None
     return Response(page, media_type=NDJSON, headers=headers)
 
@@ -528,21 +466,11 @@ def get_batch_output(
 @router.delete("/v1/batch-jobs/{job_id}", status_code=204, tags=["batch"])
 def delete_batch_job(job_id: str, engine: Eng, key: Read) -> Response:
     """Delete a finished job's output and forget the job, freeing the key's quota."""
-    _jobs(engine).delete(job_id, _owner(key))
+    batch.delete(engine, job_id, key)
     return Response(status_code=204)
 
 
-def _owner(key: Principal) -> str | None:
-    """Whose jobs a key may see: its own; an admin key, every one."""
-    return None if key.scope == "admin" else key.key_id
-
-
 # -- dead letters ----------------------------------------------------------------------------
-def _letter_view(letter: dict[str, Any], engine: ServingEngine) -> dict[str, Any]:
-    rows = engine.log.read_seqs([letter["seq"]]).to_pylist()
-    return {**letter, "event": rows[0] if rows else None}
-
-
 @router.get("/v1/dead-letters", tags=["operations"])
 def list_dead_letters(
     engine: Eng,
@@ -552,8 +480,7 @@ def list_dead_letters(
     ] = "parked",
 ) -> dict[str, Any]:
     """Events a consumer could not process after its retries, with error and attempts."""
-    states = ("parked", "replay", "done", "purged") if state == "all" else (state,)
-    letters = engine.log.dead_letters(None, states)
+    letters = dead_letters.letters(engine, state)
     return {"dead_letters": letters, "count": len(letters)}
 
 
@@ -562,23 +489,20 @@ def get_dead_letter(
     seq: Annotated[int, Path(ge=1, lt=2**63)], engine: Eng, _: Admin
 ) -> dict[str, Any]:
     """One dead letter and the event it holds (as stored in the log)."""
-    found = engine.log.dead_letters(None, ("parked", "replay", "done", "purged"), [seq])
-    if not found:
-        raise NotFound(f"no dead letter with seq {seq}")
-    return _letter_view(found[0], engine)
+    return dead_letters.letter(engine, seq)
 
 
 @router.post("/v1/dead-letters/replay", status_code=202, tags=["operations"])
 def replay_dead_letters(body: DeadLetterSelection, engine: Eng, _: Admin) -> dict[str, int]:
     """Ask the consumer to process these letters again (after fixing their cause); it does
     on its next pass, and a letter still bad is parked again with its new error."""
-    return {"requested": engine.log.set_dead_state(body.seqs, "replay")}
+    return {"requested": dead_letters.replay(engine, body.seqs)}
 
 
 @router.post("/v1/dead-letters/purge", tags=["operations"])
 def purge_dead_letters(body: DeadLetterSelection, engine: Eng, _: Admin) -> dict[str, int]:
     """Give up on these letters: they are never archived (the log keeps the events)."""
-    return {"purged": engine.log.set_dead_state(body.seqs, "purged", engine.clock.now())}
+    return {"purged": dead_letters.purge(engine, body.seqs)}
 
 
 @router.get("/v1/audit-log", tags=["operations"])
@@ -592,4 +516,4 @@ def get_audit_log(
 ) -> dict[str, Any]:
     """Every admin action, newest first: who (key name and id, or cli:<user>), what, on
     what, when, from where, and the answer's status."""
-    return {"entries": engine.catalog.audit_entries(limit, before)}
+    return {"entries": operate.audit_log(engine, limit, before)}

@@ -1,12 +1,15 @@
 """Sending events: the same path for POST /v1/events and boto3's PutEvents (validated
-events in; the log's group commit; the ingest figures of /metrics)."""
+events in; the log's group commit; the ingest figures of /metrics), and for past
+interactions imported from a file (``clickrec import interactions``)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from clickrec.core.types import Event
 from clickrec.engine import Engine
+from clickrec.importing import InteractionColumns, Progress, import_interactions
 from clickrec.ingestion.service import IngestResult
 from clickrec.observability import tracing
 from clickrec.observability.metrics import Metrics
@@ -35,3 +38,11 @@ async def ingest(engine: Engine, metrics: Metrics, events: Sequence[Event]) -> I
     if clicks:
         metrics.recommendation_clicks.inc(min(clicks, result.accepted))
     return result
+
+
+def import_history(
+    engine: Engine, path: Path, cols: InteractionColumns, progress: Progress
+) -> tuple[int, int, int]:
+    """Past interactions from a CSV or Parquet file, all validated before any is written;
+    (rows, accepted, duplicates). ``progress`` hears of each batch once per pass."""
+    return import_interactions(engine.ingestor, path, cols, progress)

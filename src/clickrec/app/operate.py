@@ -1,5 +1,5 @@
 """Operating the engine: the stores' gauges (computed here once for /readyz, /metrics, the
-dashboard and ``clickrec status``), readiness, and the status report."""
+dashboard and ``clickrec status``), readiness, the status report, and the audit log."""
 
 from __future__ import annotations
 
@@ -115,3 +115,25 @@ def status(engine: Engine) -> dict[str, Any]:
             for r in engine.catalog.list_runs(limit=5)
         ],
     }
+
+
+def audit_log(engine: Engine, limit: int, before: int | None = None) -> list[dict[str, Any]]:
+    """Admin actions, newest first, at most ``limit``; ``before`` pages back (entries
+    below that id)."""
+    return engine.catalog.audit_entries(limit, before)
+
+
+def audit_local(engine: Engine, actor: str, action: str, target: str | None = None) -> None:
+    """Record an admin action made on this machine (the command line) in the same audit
+    log as the API's (whose rows its middleware writes)."""
+    engine.catalog.audit(
+        {
+            "at": engine.clock.now(),
+            "actor": actor,
+            "action": action,
+            "target": target,
+            "source": "local",
+            "status": None,
+            "request_id": None,
+        }
+    )
