@@ -13,15 +13,10 @@ from fastapi import Request
 from clickrec.api.middleware.auth import caller_of
 from clickrec.engine import ServingEngine
 from clickrec.keys import Principal
-from clickrec.serving.service import Recommender
 
 
 async def engine(request: Request) -> ServingEngine:
     return _engine(request)
-
-
-async def recommender(request: Request) -> Recommender:
-    return _engine(request).recommender
 
 
 def _engine(request: Request) -> ServingEngine:
