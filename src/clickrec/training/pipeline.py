@@ -55,6 +55,12 @@ def candidates(base: RecipeParams) -> list[Candidate]:
     # What a reader reads next: co-reads and, above all, what sessions read right after
     # the item just read (the newest read counts most); taste outweighs trending.
     next_read = replace(base, sequence_weight=1.0, personal_weight=3.0, history_half_life=1.0)
+    long_taste = replace(
+        next_read,
+        cooccurrence="reader",
+        history_half_life=2.0,
+        half_life_hours=max(base.half_life_hours, LONG_MEMORY_HOURS),
+    )
     return [
         Candidate("trending-now", "trending-now", base),
         # How fast "now" fades differs by site (a news desk in hours, a film shelf in days):
@@ -85,12 +91,21 @@ def candidates(base: RecipeParams) -> list[Candidate]:
         Candidate(
             "user-personalization/long-taste",
             "user-personalization",
-            replace(
-                next_read,
-                cooccurrence="reader",
-                history_half_life=2.0,
-                half_life_hours=max(base.half_life_hours, LONG_MEMORY_HOURS),
-            ),
+            long_taste,
+        ),
+        # ... where the newest read says most (shopping sessions): the same fit, scored
+        # with a history that halves at each older read.
+        Candidate(
+            "user-personalization/long-taste/recent",
+            "user-personalization",
+            replace(long_taste, history_half_life=1.0),
+        ),
+        # ... where the order of reads says most (a film after the one before): read-next
+        # three times the weight of read-together.
+        Candidate(
+            "user-personalization/long-taste/in-order",
+            "user-personalization",
+            replace(long_taste, sequence_weight=3.0),
         ),
         # News: taste reorders what is trending now; a reader with no history gets trending.
         Candidate(
