@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
-import pyarrow as pa
 
 from clickrec.models.base import RecipeParams
 from clickrec.models.content import ContentIndex, item_text
@@ -13,7 +12,7 @@ from clickrec.models.online import state_from
 from clickrec.models.recipes import fit
 from clickrec.models.scoring import Exploration, Scorer, top_n
 from clickrec.testing.synthetic import BlogSpec, generate_blog
-from clickrec.training.dataset import to_interactions
+from tests.blogdata import interactions_of
 
 TOPICS = {
     "vote": "election parliament vote minister coalition ballot",
@@ -70,9 +69,7 @@ def test_item_text_takes_title_text_sections_tags_and_author() -> None:
 
 
 def test_a_post_nobody_read_reaches_the_readers_of_posts_like_it() -> None:
-    blog = generate_blog(BlogSpec(users=200, days=4, seed=2))
-    table = blog.interactions
-    data = to_interactions(table.append_column("seq", pa.array(np.arange(table.num_rows) + 1)))
+    data = interactions_of(generate_blog(BlogSpec(users=200, days=4, seed=2)).interactions)
     params = RecipeParams()
     artifact = fit("user-personalization", data, params)
     state = state_from(data, {}, trending_half_life_hours=6.0, history_length=50)

@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
-import pyarrow as pa
 import pytest
 
 from clickrec.models.base import RecipeParams
@@ -15,7 +14,7 @@ from clickrec.models.online import OnlineState, state_from
 from clickrec.models.recipes import fit
 from clickrec.models.scoring import Exploration, Scorer, top_n
 from clickrec.testing.synthetic import BlogSpec, generate_blog
-from clickrec.training.dataset import to_interactions
+from tests.blogdata import interactions_of
 
 HOUR = 3600.0
 T0 = 1_700_000_000.0
@@ -72,9 +71,7 @@ def test_memory_is_bounded_by_the_strongest_pairs() -> None:
 
 
 def test_a_post_published_after_training_gets_its_readers_from_fresh_coreads() -> None:
-    blog = generate_blog(BlogSpec(users=200, days=4, seed=2))
-    table = blog.interactions
-    data = to_interactions(table.append_column("seq", pa.array(np.arange(table.num_rows) + 1)))
+    data = interactions_of(generate_blog(BlogSpec(users=200, days=4, seed=2)).interactions)
     params = RecipeParams()
     artifact = fit("user-personalization", data, params)
     state = state_from(data, {}, trending_half_life_hours=6.0, history_length=50)

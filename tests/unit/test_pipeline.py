@@ -11,9 +11,10 @@ from clickrec.core.schema import EVENT_SCHEMA
 from clickrec.evaluation.split import temporal_split
 from clickrec.models.base import RecipeParams
 from clickrec.models.scoring import Exploration
-from clickrec.testing.synthetic import BlogSpec, generate_blog
+from clickrec.testing.synthetic import BlogSpec
 from clickrec.training.dataset import Readiness, readiness, to_interactions
 from clickrec.training.evaluate import evaluate_recipe
+from tests.blogdata import blog_data
 
 T0 = 1_767_225_600.0
 
@@ -137,15 +138,7 @@ def test_readiness_message_names_the_configured_events_per_reader() -> None:
 
 
 def blog_dataset(seed: int):
-    blog = generate_blog(BlogSpec(users=400, days=8, seed=seed))
-    inter = blog.interactions
-    table = inter.select(["timestamp", "user_id", "session_id", "item_id", "event_type"])
-    table = table.append_column("seq", pa.array(np.arange(1, inter.num_rows + 1), pa.int64()))
-    data = to_interactions(table)
-    facts = {
-        r["item_id"]: (r["published_at"], r["categories"].split("|"))
-        for r in blog.items.select(["item_id", "published_at", "categories"]).to_pylist()
-    }
+    data, facts = blog_data(BlogSpec(users=400, days=8, seed=seed))
     split = temporal_split(
         data.reader, data.item, data.timestamp, data.n_readers, data.n_items, 0.1
     )

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pytest
 import scipy.sparse as sp
 
@@ -23,10 +22,10 @@ from clickrec.models.recipes import (
     recipe_named,
 )
 from clickrec.models.scoring import Exploration, Scorer
-from clickrec.testing.synthetic import BlogSpec, generate_blog
-from clickrec.training.dataset import to_interactions
+from clickrec.testing.synthetic import BlogSpec
 from clickrec.training.pipeline import candidates
 from clickrec.training.selection import ServingSetup, replay_scores, replay_window
+from tests.blogdata import blog_data
 
 NAME = "trained-counts"
 Blog = tuple[Interactions, dict[str, tuple[float | None, list[str]]]]
@@ -68,16 +67,7 @@ def registered(monkeypatch: pytest.MonkeyPatch) -> Recipe:
 
 @pytest.fixture(scope="module")
 def blog() -> Blog:
-    made = generate_blog(BlogSpec(users=300, days=4, seed=5))
-    table = made.interactions.select(
-        ["user_id", "session_id", "item_id", "event_type", "timestamp"]
-    )
-    data = to_interactions(table.append_column("seq", pa.array(np.arange(table.num_rows) + 1)))
-    facts = {
-        r["item_id"]: (r["published_at"], r["categories"].split("|"))
-        for r in made.items.to_pylist()
-    }
-    return data, facts
+    return blog_data(BlogSpec(users=300, days=4, seed=5))
 
 
 def test_the_registry_lists_exactly_the_known_recipes() -> None:

@@ -15,7 +15,7 @@ from clickrec.models.online import OnlineState, state_from
 from clickrec.models.recipes import fit
 from clickrec.models.scoring import Exploration, Scorer, top_n
 from clickrec.testing.synthetic import BlogSpec, generate_blog
-from clickrec.training.dataset import to_interactions
+from tests.blogdata import facts_of, interactions_of
 
 DAY = 86400.0
 NO_EXPLORATION = Exploration(weight=0.0)
@@ -47,12 +47,7 @@ def blog_data() -> tuple[Interactions, dict[str, tuple[float | None, list[str]]]
     blog = generate_blog(BlogSpec(users=300, days=5, seed=3))
     base = blog.interactions.select(["timestamp", "user_id", "session_id", "item_id", "event_type"])
     table = _injected(base)
-    table = table.append_column("seq", pa.array(np.arange(1, table.num_rows + 1), pa.int64()))
-    data = to_interactions(table)
-    facts = {
-        r["item_id"]: (r["published_at"], r["categories"].split("|"))
-        for r in blog.items.select(["item_id", "published_at", "categories"]).to_pylist()
-    }
+    data, facts = interactions_of(table), facts_of(blog)
     start = float(data.timestamp.max()) - 2 * DAY
     for item in ("post-a", "post-b", "post-c", "post-d"):
         facts[item] = (start, ["tech"])

@@ -14,23 +14,15 @@ from clickrec.evaluation.live import RecipeModel
 from clickrec.evaluation.replay import run
 from clickrec.models.base import Interactions, RecipeParams
 from clickrec.models.scoring import Exploration
-from clickrec.testing.synthetic import BlogSpec, generate_blog
+from clickrec.testing.synthetic import BlogSpec
 from clickrec.training.dataset import to_interactions
 from clickrec.training.selection import ServingSetup, replay_scores, replay_window, windows
+from tests.blogdata import Facts, blog_data
 
 
 @pytest.fixture(scope="module")
-def blog() -> tuple[Interactions, dict[str, tuple[float | None, list[str]]]]:
-    made = generate_blog(BlogSpec(users=1000, days=5, seed=4))
-    table = made.interactions.select(
-        ["user_id", "session_id", "item_id", "event_type", "timestamp"]
-    )
-    data = to_interactions(table.append_column("seq", pa.array(np.arange(table.num_rows) + 1)))
-    facts = {
-        r["item_id"]: (r["published_at"], r["categories"].split("|"))
-        for r in made.items.to_pylist()
-    }
-    return data, facts
+def blog() -> tuple[Interactions, Facts]:
+    return blog_data(BlogSpec(users=1000, days=5, seed=4))
 
 
 def test_windows_double_up_to_the_widest() -> None:
