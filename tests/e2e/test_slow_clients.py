@@ -144,9 +144,7 @@ def test_headers_trickling_in_get_408_and_the_connection_closes(
 def test_a_silent_connection_is_answered_408_and_closed(server: tuple[int, str]) -> None:
     port, _ = server
     with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE * 10) as sock:
-        answer = b""
-        while chunk := sock.recv(65536):  # returns b"" once the server has closed it
-            answer += chunk
+        answer = _until_closed(sock)
     assert answer.startswith(b"HTTP/1.1 408"), answer
 
 
